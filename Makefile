@@ -1,0 +1,70 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT := true
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.PHONY: demo test export check-export nbtest pytest docs readme data browser clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=24"
+
+# the package and its pinned runtime dependencies (torch 2.14.1 / torchvision 0.29.1 from local wheels here)
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[offline-zoo,wandb]"
+	touch $@
+
+# everything the tests, notebooks and docs need
+$(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@ $(VENV)/.run-deps
+
+# Debian ships Fashion-MNIST; best effort (the package also downloads it into its cache when online)
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
+	  echo "note: dataset-fashion-mnist not installed; the full Fashion-MNIST tests will use the torchvision download path"; \
+	fi
+
+demo: $(VENV)/.run-deps
+	$(BIN)/finetune-kit train
+
+export: $(VENV)/.dev-deps
+	$(BIN)/nbdev-export
+
+# the library must be exactly what the notebooks export
+check-export: export
+	@git diff --exit-code --stat -- finetune_kit || (echo "finetune_kit/ differs from the notebooks: run nbdev-export and commit both" && exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- finetune_kit | grep -v __pycache__)" || (git status --short -- finetune_kit; echo "nbdev-export created files that are not committed" && exit 1)
+
+nbtest: $(VENV)/.dev-deps
+	$(BIN)/nbdev-test --flags slow --n_workers 1
+
+pytest: $(VENV)/.dev-deps
+	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
+
+# headless Chromium for the docs and report tests (Debian's package; best effort)
+browser:
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) || \
+	  echo "note: chromium not installed; browser tests will say so"; \
+	fi
+
+test: data browser check-export nbtest pytest
+
+readme: $(VENV)/.dev-deps
+	$(BIN)/python tools/make_readme.py
+
+docs: $(VENV)/.dev-deps
+	$(BIN)/python tools/build_docs.py
+
+clean:
+	rm -rf $(VENV) _docs _proc

@@ -1,0 +1,18 @@
+import os, sys, subprocess, shutil
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+os.environ.setdefault('WANDB_MODE', 'offline')
+os.environ.setdefault('WANDB_SILENT', 'true')
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+def run_cli(*args, env=None, timeout=900, cwd=None):
+    "Run the `finetune-kit` console script; return the CompletedProcess."
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([str(BIN/'finetune-kit'), *map(str, args)], capture_output=True, text=True,
+                          env=e, timeout=timeout, cwd=cwd)
+
+@pytest.fixture
+def cli(): return run_cli

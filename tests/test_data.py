@@ -1,0 +1,308 @@
+"Tests of finetune_kit.data: every source and task, the data check and its bad inputs, DataLoaders."
+import os, shutil, warnings
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+from PIL import Image
+from finetune_kit.datasets import sample_path, write_idx, load_sample
+from finetune_kit.data import (load_source, check_data, check_file, detect_task, resolve_task, get_dls, DataReport, MemoryDL)
+
+@pytest.fixture(scope='module')
+def sample(): return sample_path()
+
+def pngs(sample, cls, n, split='train'): return sorted((sample/split/cls).iterdir())[:n]
+
+@pytest.fixture
+def folder(tmp_path, sample):
+    "Class folders (no split): 20 images each of Bag, Coat, Sneaker."
+    for c in ('Bag', 'Coat', 'Sneaker'):
+        (tmp_path/'data'/c).mkdir(parents=True)
+        for f in pngs(sample, c, 20): shutil.copy(f, tmp_path/'data'/c)
+    return tmp_path/'data'
+
+@pytest.fixture
+def split_folder(tmp_path, sample):
+    "train/ and valid/ folders: 16 and 8 images of Bag and Trouser."
+    for split, n in (('train', 16), ('valid', 8)):
+        for c in ('Bag', 'Trouser'):
+            (tmp_path/'tv'/split/c).mkdir(parents=True)
+            for f in pngs(sample, c, n, split): shutil.copy(f, tmp_path/'tv'/split/c)
+    return tmp_path/'tv'
+
+def quiet_check(*args, **kw):
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        return check_data(*args, progress=False, **kw), [str(w.message) for w in ws]
+
+# --- sources and tasks ---
+
+def test_class_folders_seeded_split(folder):
+    a, b, c = (load_source(folder, 0.25, s).items for s in (1, 1, 2))
+    assert len(a) == 60 and a.is_valid.sum() == 15
+    assert a.is_valid.tolist() == b.is_valid.tolist() != c.is_valid.tolist()
+    assert set(a.label) == {'Bag', 'Coat', 'Sneaker'}
+
+def test_train_valid_folders(split_folder):
+    r, _ = quiet_check(split_folder)
+    assert r.kind == 'train/valid folders' and (r.n_train, r.n_valid) == (32, 16)
+    assert r.task == 'binary' and r.counts.loc['Bag'].tolist() == [16, 8]
+    dls = get_dls(split_folder, batch_size=8, img_size=32)
+    assert dls.task == 'binary' and list(dls.vocab) == ['Bag', 'Trouser']
+
+def test_sample_by_name():
+    dls = get_dls('sample', batch_size=32, img_size=32)
+    xb, yb = dls.one_batch()
+    assert xb.shape == (32, 3, 32, 32) and yb.shape == (32,) and dls.task == 'single' and len(dls.vocab) == 10
+    assert isinstance(dls.data_report, DataReport) and dls.data_report.n_train == 6000
+    assert isinstance(dls.train, MemoryDL) and dls.train.xs is not None
+
+def test_fashion_mnist_by_name(tmp_path, monkeypatch):
+    s, d = load_sample(), tmp_path/'idx'
+    d.mkdir()
+    for split, n in (('train', 40), ('t10k', 20)):
+        write_idx(s['x_train'][:n], d/f'{split}-images-idx3-ubyte.gz'); write_idx(s['y_train'][:n], d/f'{split}-labels-idx1-ubyte.gz')
+    monkeypatch.setenv('FINETUNE_KIT_FMNIST_DIR', str(d)); monkeypatch.setenv('FINETUNE_KIT_CACHE', str(tmp_path/'cache'))
+    r, _ = quiet_check('fashion-mnist')
+    assert (r.n_train, r.n_valid) == (40, 20)
+
+def test_file_name_labels(tmp_path, sample):
+    (tmp_path/'pets').mkdir()
+    for c in ('Bag', 'Coat'):
+        for f in pngs(sample, c, 10): shutil.copy(f, tmp_path/'pets'/f'{c.lower()}_{f.stem}.png')
+    (tmp_path/'pets'/'README.txt').write_text('no label here')
+    r, ws = quiet_check(tmp_path/'pets', label_re=r'^(.*)_\d+\.png$')
+    assert r.kind == 'file names' and r.classes == ['bag', 'coat'] and r.task == 'binary'
+    assert [Path(p).name for p, _ in r.bad] == ['README.txt'] and 'README.txt' in ws[0]
+    dls = get_dls(tmp_path/'pets', label_re=r'^(.*)_\d+\.png$', batch_size=4, img_size=32)
+    assert list(dls.vocab) == ['bag', 'coat']
+
+def test_file_name_label_errors(tmp_path, folder):
+    with pytest.raises(ValueError, match='not a valid regular expression'): load_source(folder, label_re='(')
+    with pytest.raises(ValueError, match='needs a group'): load_source(folder, label_re=r'\d+')
+    with pytest.raises(ValueError, match='matches none'): load_source(folder, label_re=r'^cat_(\d+)')
+
+def write_csv(root, rows, name='labels.csv', **cols):
+    df = pd.DataFrame(rows, columns=['path', 'label'])
+    for k, v in cols.items(): df[k] = v
+    df.to_csv(root/name, index=False)
+    return root/name
+
+def test_csv_single_label(folder):
+    rows = [(f'{c}/{f.name}', c.lower()) for c in ('Bag', 'Coat', 'Sneaker') for f in sorted((folder/c).iterdir())]
+    r, _ = quiet_check(write_csv(folder, rows))
+    assert r.kind == 'csv' and r.task == 'single' and r.classes == ['bag', 'coat', 'sneaker'] and r.n_files == 60
+
+def test_csv_is_valid_column(folder):
+    rows = [(f'Bag/{f.name}', 'bag') for f in sorted((folder/'Bag').iterdir())] + [(f'Coat/{f.name}', 'coat') for f in sorted((folder/'Coat').iterdir())]
+    r, _ = quiet_check(write_csv(folder, rows, is_valid=[i % 4 == 0 for i in range(40)]))
+    assert (r.n_train, r.n_valid) == (30, 10)
+
+def test_csv_multi_label(folder):
+    rows = [(f'{c}/{f.name}', f'{c.lower()}' + (';dark' if i % 2 else '')) for c in ('Bag', 'Coat') for i, f in enumerate(sorted((folder/c).iterdir()))]
+    fn = write_csv(folder, rows)
+    r, _ = quiet_check(fn, label_delim=';')
+    assert r.task == 'multi' and r.classes == ['bag', 'coat', 'dark'] and r.counts.sum().sum() == 60
+    dls = get_dls(fn, label_delim=';', batch_size=8, img_size=32)
+    xb, yb = dls.one_batch()
+    assert dls.task == 'multi' and yb.shape == (8, 3) and set(yb.unique().tolist()) <= {0., 1.}
+
+def test_dataframe_source(folder):
+    files = sorted(folder.rglob('*.png'))
+    df = pd.DataFrame({'path': [str(f) for f in files], 'label': [f.parent.name for f in files]})
+    r, _ = quiet_check(df, valid_pct=0.5)
+    assert r.kind == 'dataframe' and (r.n_train, r.n_valid) == (30, 30) and r.task == 'single'
+    dls = get_dls(df, batch_size=8, img_size=32, in_memory=False)
+    assert not isinstance(dls.train.xs, torch.Tensor) and dls.one_batch()[0].shape == (8, 3, 32, 32)
+
+def test_dataframe_check_cached_in_kit_cache(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv('FINETUNE_KIT_CACHE', str(tmp_path/'cache')); monkeypatch.chdir(tmp_path)
+    files = sorted(folder.rglob('*.png'))
+    quiet_check(pd.DataFrame({'path': [str(f) for f in files], 'label': [f.parent.name for f in files]}))
+    assert list((tmp_path/'cache'/'checks').glob('check-*.json')) and not (tmp_path/'.finetune_kit').exists()
+
+def test_same_files_other_labels(folder):
+    "Preloaded images are shared between DataLoaders of the same files, labels are not."
+    rows = [(f'{c}/{f.name}', c.lower() + (' dark' if i % 2 else '')) for c in ('Bag', 'Coat', 'Sneaker') for i, f in enumerate(sorted((folder/c).iterdir()))]
+    fn = write_csv(folder, rows, is_valid=[i % 5 == 0 for i in range(60)])
+    multi = get_dls(fn, label_delim=' ', batch_size=4, img_size=32)
+    plain = get_dls(write_csv(folder, [(p, l.split()[0]) for p, l in rows], 'one.csv', is_valid=[i % 5 == 0 for i in range(60)]), batch_size=4, img_size=32)
+    assert multi.train.xs is plain.train.xs
+    assert multi.valid.one_batch()[1].shape == (4, 4) and plain.valid.one_batch()[1].shape == (4,)
+
+def test_csv_missing_columns(folder):
+    pd.DataFrame({'file': ['Bag/x.png'], 'label': ['bag']}).to_csv(folder/'bad.csv', index=False)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['path'\]"): load_source(folder/'bad.csv')
+
+def test_task_detection_and_override(folder):
+    assert detect_task([['a'], ['b']]) == 'binary' and detect_task([['a'], ['b'], ['c']]) == 'single'
+    assert detect_task([['a', 'b'], ['c']]) == 'multi' and detect_task([[], ['c']]) == 'multi'
+    dls = get_dls(folder, task='multi', batch_size=8, img_size=32)
+    assert dls.task == 'multi' and dls.one_batch()[1].shape == (8, 3)
+    with pytest.raises(ValueError, match="task='binary' needs exactly 2 classes"): check_data(folder, task='binary', progress=False)
+    with pytest.raises(ValueError, match="is not one of auto, single, binary, multi"): resolve_task('regression', [['a']])
+    assert resolve_task('single', [['a'], ['b']]) == 'single'
+
+def test_task_single_on_multi_labels(folder):
+    rows = [(f'Bag/{f.name}', 'bag dark') for f in sorted((folder/'Bag').iterdir())] + [(f'Coat/{f.name}', 'coat') for f in sorted((folder/'Coat').iterdir())]
+    with pytest.raises(ValueError, match="use task='multi'"): check_data(write_csv(folder, rows), label_delim=' ', task='single', progress=False)
+
+# --- bad inputs ---
+
+def test_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='neither a dataset name'): get_dls(tmp_path/'nope')
+
+def test_not_csv_file(tmp_path):
+    (tmp_path/'x.txt').write_text('hi')
+    with pytest.raises(ValueError, match='not a .csv'): load_source(tmp_path/'x.txt')
+
+def test_no_class_folders(tmp_path, sample):
+    shutil.copy(pngs(sample, 'Bag', 1)[0], tmp_path)
+    with pytest.raises(ValueError, match='no class folders.*label_re'): load_source(tmp_path)
+
+def test_bad_label_delim_use(folder):
+    with pytest.raises(ValueError, match='is a folder'): load_source(folder, label_delim=';')
+    with pytest.raises(ValueError, match="label_delim='' is empty"): load_source(folder, label_delim='')
+    fn = write_csv(folder, [('Bag/a.png', 'bag')])
+    with pytest.raises(ValueError, match='label_re reads labels from file names'): load_source(fn, label_re=r'(.*)')
+
+def test_empty_class(folder):
+    (folder/'Shirt').mkdir()
+    r, ws = quiet_check(folder)
+    assert r.empty_classes == ['Shirt'] and r.counts.loc['Shirt'].tolist() == [0, 0]
+    assert any('without training images: Shirt' in w for w in ws) and 'Shirt' in r.summary()
+
+def test_single_class(tmp_path, sample):
+    (tmp_path/'one'/'Bag').mkdir(parents=True)
+    for f in pngs(sample, 'Bag', 10): shutil.copy(f, tmp_path/'one'/'Bag')
+    with pytest.raises(ValueError, match=r'single class \(Bag\).*at least two'): get_dls(tmp_path/'one')
+
+def test_too_small_for_a_split(tmp_path, sample):
+    for c in ('Bag', 'Coat'):
+        (tmp_path/'d'/c).mkdir(parents=True); shutil.copy(pngs(sample, c, 1)[0], tmp_path/'d'/c)
+    with pytest.raises(ValueError, match='both need some'): check_data(tmp_path/'d', valid_pct=0.2, progress=False)
+
+def make_bad_files(folder):
+    "A corrupt, a truncated and a non-image file, plus grayscale/RGBA/palette/CMYK images that are fine."
+    good = sorted((folder/'Bag').iterdir())[0].read_bytes()
+    (folder/'Bag'/'corrupt.png').write_bytes(good[:16] + os.urandom(300))
+    (folder/'Bag'/'truncated.png').write_bytes(good[:len(good)//2])
+    (folder/'Coat'/'notes.jpg').write_text('not an image at all')
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (30, 20), dtype=np.uint8)).save(folder/'Coat'/'gray.png')
+    Image.fromarray(rng.integers(0, 255, (20, 30, 4), dtype=np.uint8), 'RGBA').save(folder/'Coat'/'rgba.png')
+    Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).convert('P').save(folder/'Sneaker'/'palette.png')
+    Image.new('CMYK', (28, 28), (10, 200, 30, 5)).save(folder/'Sneaker'/'cmyk.jpg')
+    return {'corrupt.png', 'truncated.png', 'notes.jpg'}
+
+def test_check_file_reasons(folder):
+    make_bad_files(folder)
+    assert check_file(folder/'Coat'/'notes.jpg')[:2] == (False, 'not an image')
+    assert check_file(folder/'Bag'/'truncated.png')[1].startswith('corrupt or truncated')
+    assert check_file(folder/'Bag'/'missing.png')[:2] == (False, 'missing')
+    assert check_file(folder/'Sneaker'/'cmyk.jpg')[:3] == (True, '', 'CMYK')
+
+def test_bad_files_skipped_and_training_data_usable(folder):
+    names = make_bad_files(folder)
+    r, _ = quiet_check(folder, max_bad_pct=0.1)
+    with pytest.warns(UserWarning) as rec: dls = get_dls(folder, batch_size=8, img_size=32, max_bad_pct=0.1, in_memory=False)
+    msg = '\n'.join(str(w.message) for w in rec)
+    assert {Path(p).name for p, _ in r.bad} == names and all(n in msg for n in names)
+    assert {'L', 'RGBA', 'P', 'CMYK'} <= set(r.modes) and 'converted to RGB' in r.summary()
+    assert len(dls.train_ds) + len(dls.valid_ds) == 64        # 60 + 4 odd-mode images, 3 bad files left out
+    for dl in (dls.train, dls.valid):
+        for xb, yb in dl: assert xb.shape[1:] == (3, 32, 32)   # every image loads, as RGB
+
+def test_too_many_bad_files(folder):
+    make_bad_files(folder)
+    with pytest.raises(ValueError, match=r'3 of 67 files .* more than max_bad_pct=2%'): get_dls(folder, max_bad_pct=0.02)
+    r, _ = quiet_check(folder, max_bad_pct=None)
+    assert len(r.bad) == 3
+
+def test_csv_path_escaping_root(tmp_path, folder):
+    outside = tmp_path/'secret.png'; shutil.copy(sorted((folder/'Bag').iterdir())[0], outside)
+    rows = [(f'{c}/{f.name}', c) for c in ('Bag', 'Coat') for f in sorted((folder/c).iterdir())] + [('../secret.png', 'Bag'), (str(outside), 'Bag')]
+    r, ws = quiet_check(write_csv(folder, rows), max_bad_pct=0.1)
+    assert [Path(p).name for p, _ in r.bad] == ['secret.png', 'secret.png'] and all('escapes the data root' in why for _, why in r.bad)
+    assert r.n_files == 42 and str(outside) not in r.items.path.tolist() and any('escapes' in w for w in ws)
+
+def test_csv_missing_file(folder):
+    rows = [(f'{c}/{f.name}', c) for c in ('Bag', 'Coat') for f in sorted((folder/c).iterdir())] + [('Bag/gone.png', 'Bag')]
+    r, _ = quiet_check(write_csv(folder, rows))
+    assert r.bad == [(str(folder/'Bag'/'gone.png'), 'missing')]
+
+def test_duplicates_across_splits(split_folder):
+    f = sorted((split_folder/'train'/'Bag').iterdir())[0]
+    shutil.copy(f, split_folder/'valid'/'Bag'/'copy.png')
+    r, ws = quiet_check(split_folder)
+    assert r.duplicates == [(str(f), str(split_folder/'valid'/'Bag'/'copy.png'))]
+    assert any('identical file(s) in both train and valid' in w for w in ws) and 'identical files in train and valid: 1' in r.summary()
+
+# --- caching, report, DataLoaders ---
+
+def test_check_is_cached_and_invalidated(folder):
+    a, _ = quiet_check(folder); b, _ = quiet_check(folder)
+    assert (a.cached, b.cached) == (False, True) and a.bad == b.bad and a.counts.equals(b.counts)
+    assert list((folder/'.finetune_kit').glob('check-*.json'))
+    (folder/'Bag'/'new.png').write_bytes(b'junk')
+    c, _ = quiet_check(folder, max_bad_pct=None)
+    assert not c.cached and len(c.bad) == 1
+    assert not any('.finetune_kit' in p for p in c.items.path)
+
+def test_report_summary(split_folder):
+    r, _ = quiet_check(split_folder)
+    s = repr(r)
+    assert s == r.summary() and 'task binary' in s and 'train 32, valid 16' in s and 'Trouser' in s
+    assert list(r.counts.columns) == ['train', 'valid'] and r.bad_pct == 0 and '28x28 48' in s
+
+def test_memory_and_streamed_batches_agree(folder):
+    kw = dict(batch_size=12, img_size=40, resize_method='pad', aug='none')
+    mem, streamed = get_dls(folder, in_memory=True, **kw), get_dls(folder, in_memory=False, **kw)
+    assert mem.train.xs.shape == (48, 3, 40, 40) and streamed.train.xs is None
+    (xm, ym), (xs, ys) = mem.valid.one_batch(), streamed.valid.one_batch()
+    torch.testing.assert_close(xm.as_subclass(torch.Tensor), xs.as_subclass(torch.Tensor)); assert torch.equal(ym, ys)
+    assert type(xm) == type(xs) and type(ym) == type(ys)
+    assert len(list(mem.train)) == len(list(streamed.train)) == 4
+    unshuffled = mem.train.new(shuffle=False, drop_last=False)
+    assert unshuffled.xs is mem.train.xs and len(list(unshuffled)) == 4
+    test = mem.test_dl(sorted(folder.rglob('*.png'))[:5])
+    assert test.xs is None and test.one_batch()[0].shape == (5, 3, 40, 40)
+
+def test_get_dls_options(folder):
+    dls = get_dls(folder, img_size=24, batch_size=5, resize_method='crop', aug='fastai', noise_std=0.1, mean=[0.5]*3, std=[0.5]*3, num_workers=0)
+    names = [type(t).__name__ for t in dls.train.after_batch.fs]
+    assert names[-2:] == ['Normalize', 'AddGaussianNoise'] and dls.one_batch()[0].shape == (5, 3, 24, 24)
+    with pytest.raises(ValueError, match='in_memory'): get_dls(folder, in_memory='maybe')
+
+def test_show_batch(folder):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    get_dls(folder, batch_size=4, img_size=32).show_batch(max_n=4)
+    assert len(plt.gcf().axes) == 4
+    plt.close('all')
+
+def test_no_check(folder):
+    make_bad_files(folder)
+    dls = get_dls(folder, check=False, in_memory=False, batch_size=4, img_size=32)
+    assert dls.data_report.bad == [] and not dls.data_report.duplicates and len(dls.train_ds) + len(dls.valid_ds) == 67
+
+def tiny_learner(dls, loss_func):
+    from fastai.learner import Learner
+    from torch import nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, dls.c))
+    return Learner(dls, model, loss_func=loss_func)
+
+@pytest.mark.parametrize('in_memory', [True, False])
+def test_fastai_training_loop(folder, in_memory):
+    from fastai.losses import CrossEntropyLossFlat
+    dls = get_dls(folder, batch_size=8, img_size=32, noise_std=0.1, in_memory=in_memory)
+    learn = tiny_learner(dls, CrossEntropyLossFlat())
+    learn.fit(1, 1e-2)
+    preds, targs = learn.get_preds()
+    assert preds.shape == (len(dls.valid_ds), 3) and np.isfinite(learn.recorder.values[-1]).all()
+
+def test_fastai_training_loop_multi(folder):
+    from fastai.losses import BCEWithLogitsLossFlat
+    rows = [(f'{c}/{f.name}', c.lower() + (';dark' if i % 2 else '')) for c in ('Bag', 'Coat') for i, f in enumerate(sorted((folder/c).iterdir()))]
+    dls = get_dls(write_csv(folder, rows), label_delim=';', batch_size=8, img_size=32)
+    learn = tiny_learner(dls, BCEWithLogitsLossFlat())
+    learn.fit(1, 1e-2)
+    assert learn.get_preds()[0].shape == (len(dls.valid_ds), 3)

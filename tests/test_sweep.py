@@ -1,0 +1,410 @@
+"""Sweeps end to end: validation, samplers, pruning, failures, kill-and-resume, parallel workers, pre-flight.
+
+Most engine tests use a stand-in trainer (`fake_trainer`, a 30-line script that writes the run folder contract:
+history.csv row by row, metrics.json, exit codes), so they take seconds. The tests marked `real` run the same
+behaviours with the real `finetune-kit train` on a tiny timm test model."""
+import json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import optuna, pandas as pd, pytest, yaml
+from finetune_kit.sweep import (SweepStopped, open_study, results_table, sweep, validate_sweep, SWEEP_EXAMPLE,
+                                suggest_config)
+
+FAKE = textwrap.dedent('''
+    import argparse, json, math, os, sys, time, yaml
+    ap = argparse.ArgumentParser(); ap.add_argument('--config'); ap.add_argument('--out'); a = ap.parse_args()
+    cfg, out = yaml.safe_load(open(a.config)), a.out
+    open(os.path.join(out, 'pid'), 'w').write(str(os.getpid()))
+    open(os.path.join(out, 'threads'), 'w').write(os.environ.get('OMP_NUM_THREADS', ''))
+    lr, epochs, bs = cfg['learning_rate'], cfg.get('epochs', 3), cfg.get('batch_size', 32)
+    if bs == 13: raise RuntimeError('boom: batch_size 13')
+    hist = os.path.join(out, 'history.csv')
+    with open(hist, 'w') as f: f.write('phase,epoch,train_loss,valid_loss,error_rate,time_s\\n')
+    for e in range(epochs):
+        time.sleep(float(os.environ.get('FAKE_EPOCH_S', '0')))
+        loss = float('nan') if lr > 1 else (math.log10(lr) + 2.5)**2 + 1/(e + 1)
+        with open(hist, 'a') as f: f.write(f'fine_tune,{e},{loss},{loss},0.5,0.1\\n')
+        if math.isnan(loss):
+            json.dump({'status': 'failed: nan loss'}, open(os.path.join(out, 'metrics.json'), 'w'))
+            print('training failed: nan loss'); sys.exit(1)
+    json.dump({'valid_loss': loss, 'error_rate': 0.5, 'fit_time_s': 0.1, 'peak_mem_mb': 10.0, 'status': 'completed'},
+              open(os.path.join(out, 'metrics.json'), 'w'))
+''')
+
+@pytest.fixture
+def fake(tmp_path):
+    "The stand-in trainer's command"
+    p = tmp_path/'fake_trainer.py'
+    p.write_text(FAKE)
+    return [sys.executable, str(p)]
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    monkeypatch.setenv('FAKE_EPOCH_S', '0')
+
+def _yaml(tmp_path, text, name='s.yaml'):
+    p = tmp_path/name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+def _results(out): return pd.read_csv(Path(out)/'results.csv')
+
+def _study(out, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{Path(out).resolve()/'study.db'}")
+
+# --- validation -------------------------------------------------------------------------------------------------
+
+GOOD = """\
+method: bayes
+metric: {name: valid_loss, goal: minimize}
+parameters:
+  learning_rate: {distribution: log_uniform_values, min: 0.0001, max: 0.01}
+  batch_size: {values: [16, 32]}
+"""
+
+@pytest.mark.parametrize('line,old,new,expect', [
+    (1, 'method: bayes', 'method: bayesian', "line 1: method: method must be grid, random or bayes"),
+    (2, 'valid_loss', 'val_loss', "line 2: metric.name: unknown metric 'val_loss'"),
+    (2, 'minimize', 'minimise', "line 2: metric.goal: goal must be minimize or maximize"),
+    (4, 'min: 0.0001, max: 0.01', 'min: 0.01, max: 0.0001', "line 4: parameters.learning_rate.min: min (0.01) must be less than max"),
+    (4, 'min: 0.0001', 'min: 0', "line 4: parameters.learning_rate.min: log_uniform_values needs min > 0"),
+    (4, 'log_uniform_values', 'log_uniform_vals', "line 4: parameters.learning_rate.distribution: unknown distribution"),
+    (4, 'min: 0.0001, max: 0.01', 'min: 0.0001', "line 4: parameters.learning_rate: log_uniform_values needs 'max'"),
+    (4, 'max: 0.01}', 'max: 0.01, step: 2}', "line 4: parameters.learning_rate.step: unknown key 'step'"),
+    (4, 'learning_rate:', 'learning_rat:', "line 4: parameters.learning_rat: 'learning_rat' is not a training config key (did you mean 'learning_rate'?)"),
+    (5, '[16, 32]', '[0, 32]', "line 5: parameters.batch_size: batch_size=0 must be a positive integer"),
+    (5, 'batch_size: {values: [16, 32]}', 'pool: {values: [avg, max]}', "line 5: parameters.pool: pool='max': choose one of avg, concat"),
+    (5, '{values: [16, 32]}', '{values: []}', "line 5: parameters.batch_size.values: values must be a non-empty list"),
+    (5, 'batch_size: {values: [16, 32]}', 'model_name: {values: [efficientnet_lite0, efficientnet_lite9]}',
+        "line 5: parameters.model_name: unknown model 'efficientnet_lite9' (did you mean"),
+    (1, 'method: bayes', 'method: grid', "line 4: parameters.learning_rate.distribution: grid search needs discrete values"),
+    (3, 'parameters:', 'run_cap: 0\nparameters:', "line 3: run_cap: run_cap must be a positive integer"),
+    (3, 'parameters:', 'early_terminate: {type: hyperband, min_iter: 0, eta: 1}\nparameters:', "line 3: early_terminate.min_iter"),
+    (3, 'parameters:', 'early_terminate: {type: asha}\nparameters:', "line 3: early_terminate.type: early_terminate type must be hyperband"),
+    (3, 'parameters:', 'count: 3\nparameters:', "line 3: count: unknown key 'count'"),
+])
+def test_validation_errors(tmp_path, line, old, new, expect):
+    "Each kind of mistake is reported with the line to fix"
+    text = GOOD.replace(old, new, 1)
+    assert text != GOOD
+    with pytest.raises(ValueError) as e: validate_sweep(_yaml(tmp_path, text))
+    assert expect in str(e.value), str(e.value)
+
+def test_validation_reports_everything_at_once(tmp_path):
+    bad = GOOD.replace('valid_loss', 'val_loss').replace('[16, 32]', '[0, 32]').replace('0.0001, max: 0.01', '0.01, max: 0.0001')
+    with pytest.raises(ValueError) as e: validate_sweep(_yaml(tmp_path, bad))
+    msg = str(e.value)
+    assert 'has 3 problems' in msg and all(f'line {i}:' in msg for i in (2, 4, 5)), msg
+
+def test_validation_more_cases(tmp_path):
+    "Beta is W&B-only, nested parameters are refused, hyperband needs a per-epoch metric, overrides are checked"
+    with pytest.raises(ValueError, match="beta is W&B-only"):
+        validate_sweep({'method': 'random', 'parameters': {'learning_rate': {'distribution': 'beta', 'a': 2, 'b': 3}}})
+    validate_sweep({'method': 'random', 'parameters': {'learning_rate': {'distribution': 'beta', 'a': 2, 'b': 3}}}, backend='wandb')
+    with pytest.raises(ValueError, match="nested parameters"):
+        validate_sweep({'method': 'random', 'parameters': {'epochs': {'parameters': {'a': {'value': 1}}}}})
+    with pytest.raises(ValueError, match="per-epoch metric"):
+        validate_sweep({'method': 'random', 'metric': {'name': 'fit_time_s'}, 'early_terminate': {'type': 'hyperband'},
+                        'parameters': {'epochs': {'values': [1, 2]}}})
+    with pytest.raises(ValueError, match="'lr' is not a training config key"):
+        validate_sweep(SWEEP_EXAMPLE, overrides={'lr': '0.1'})
+    with pytest.raises(FileNotFoundError, match='not found'): validate_sweep(tmp_path/'nope.yaml')
+    spec = validate_sweep(SWEEP_EXAMPLE, overrides={'learning_rate': '1e-3', 'epochs': '1'})
+    assert spec.fixed == {'data': 'sample', 'learning_rate': 0.001, 'epochs': 1} and 'learning_rate' not in spec.parameters
+
+def test_example_sweep_is_valid_and_shipped():
+    assert SWEEP_EXAMPLE.read_text() == (Path(__file__).parents[1]/'nbs'/'sweeps'/'model-selection-sweep.yaml').read_text()
+    spec = validate_sweep(SWEEP_EXAMPLE)
+    assert (spec.method, spec.metric, spec.goal) == ('bayes', 'valid_loss', 'minimize')
+    assert set(spec.parameters) == {'batch_size', 'learning_rate', 'model_name'}
+
+# --- samplers ---------------------------------------------------------------------------------------------------
+
+BOUNDS = {'method': 'bayes', 'metric': {'name': 'valid_loss'}, 'parameters': {
+    'learning_rate': {'distribution': 'log_uniform_values', 'min': 1e-4, 'max': 1e-1},
+    'epochs': {'distribution': 'int_uniform', 'min': 1, 'max': 3},
+    'batch_size': {'distribution': 'q_log_uniform_values', 'min': 8, 'max': 64, 'q': 8},
+    'img_size': {'distribution': 'q_uniform', 'min': 32, 'max': 64, 'q': 16},
+    'noise_std': {'distribution': 'normal', 'mu': 0.1, 'sigma': 0.02},
+    'valid_pct': {'distribution': 'uniform', 'min': 0.1, 'max': 0.3}}}
+
+def _in_bounds(c):
+    return (1e-4 <= c['learning_rate'] <= 1e-1 and c['epochs'] in (1, 2, 3) and c['batch_size'] in range(8, 65, 8)
+            and c['img_size'] in (32, 48, 64) and 0.04 <= c['noise_std'] <= 0.16 and 0.1 <= c['valid_pct'] <= 0.3)
+
+def test_bayes_proposals_within_bounds():
+    "TPE (after its random start-up) proposes only values inside every distribution's support"
+    spec = validate_sweep(BOUNDS)
+    study = optuna.create_study(sampler=__import__('finetune_kit.sweep', fromlist=['x']).make_sampler(spec, count=40))
+    cfgs = []
+    for _ in range(40):
+        t = study.ask(); c = suggest_config(t, spec); cfgs.append(c)
+        study.tell(t, abs(c['learning_rate'] - 3e-3) + c['noise_std'])
+    assert all(_in_bounds(c) for c in cfgs), [c for c in cfgs if not _in_bounds(c)]
+    assert all(isinstance(c['batch_size'], int) and isinstance(c['img_size'], int) for c in cfgs)
+    best = study.best_trial.user_attrs or cfgs[study.best_trial.number]
+    assert abs(best['learning_rate'] - 3e-3) < 3e-3   # the search did move toward the optimum
+
+def test_bayes_sweep_runs_trials_within_bounds(tmp_path, fake):
+    spec = {**BOUNDS, 'parameters': {**BOUNDS['parameters'], 'epochs': {'distribution': 'int_uniform', 'min': 1, 'max': 2}}}
+    out = sweep(spec, count=6, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    r = _results(out)
+    assert list(r.state) == ['COMPLETE']*6
+    cfgs = [yaml.safe_load((out/d/'trial.yaml').read_text()) for d in r.trial_dir]
+    assert all(_in_bounds(c) for c in cfgs)
+    assert list(r.learning_rate) == [c['learning_rate'] for c in cfgs]   # results.csv holds what the trainer got
+
+def test_grid_covers_every_point_once(tmp_path, fake):
+    y = _yaml(tmp_path, """\
+        method: grid
+        parameters:
+          learning_rate: {values: [0.001, 0.01, 0.1]}
+          batch_size: {values: [16, 32]}
+          epochs: {value: 1}
+        """)
+    out = sweep(y, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    r = _results(out)
+    assert len(r) == 6 and set(r.state) == {'COMPLETE'}
+    assert sorted(zip(r.learning_rate, r.batch_size)) == sorted((lr, bs) for lr in (0.001, 0.01, 0.1) for bs in (16, 32))
+    assert sorted(r.trial_dir) == [f'trials/{i:04d}' for i in range(6)]
+    assert all((out/d/'metrics.json').exists() and (out/d/'log.txt').exists() for d in r.trial_dir)
+    out2 = sweep(y, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)   # rerun: nothing left to do
+    assert len(_results(out2)) == 6
+
+def test_count_needed_for_random(tmp_path, fake):
+    with pytest.raises(ValueError, match='needs a trial count'):
+        sweep({'method': 'random', 'parameters': {'learning_rate': {'values': [0.01]}}}, out=tmp_path, trainer_cmd=fake)
+
+def test_rerun_into_folder_of_another_sweep_is_refused(tmp_path, fake):
+    s = {'method': 'grid', 'parameters': {'learning_rate': {'values': [0.01]}, 'epochs': {'value': 1}}}
+    sweep(s, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    with pytest.raises(ValueError, match='holds another sweep'):
+        sweep(s, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False, overrides={'epochs': 2})
+
+# --- pruning ----------------------------------------------------------------------------------------------------
+
+def test_hyperband_stops_bad_trials_early(tmp_path, fake, monkeypatch):
+    "Trials worse than the best at a rung are stopped there: fewer epochs than without pruning, same best"
+    monkeypatch.setenv('FAKE_EPOCH_S', '0.3')
+    y = _yaml(tmp_path, """\
+        method: grid
+        metric: {name: valid_loss, goal: minimize}
+        early_terminate: {type: hyperband, min_iter: 1, max_iter: 2, eta: 3}
+        parameters:
+          learning_rate: {values: [0.00001, 0.3, 0.1, 0.0001, 0.00003, 0.003]}   # grid order (seed 0): 0.003 first
+          epochs: {value: 3}
+          freeze_epochs: {value: 0}
+        """)
+    out = sweep(y, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    r = _results(out)
+    pruned = r[r.state == 'PRUNED']
+    assert len(pruned) >= 3, r
+    assert (pruned.epochs_run < 3).all() and (pruned.status == 'pruned').all()
+    assert r.epochs_run.sum() < 6*3
+    assert r.loc[r.valid_loss.idxmin(), 'learning_rate'] == 0.003   # the best trial was never pruned
+    for d in pruned.trial_dir:   # the process was stopped: its history stopped growing
+        assert len(pd.read_csv(out/d/'history.csv')) < 3 and not (out/d/'metrics.json').exists()
+
+# --- failures ---------------------------------------------------------------------------------------------------
+
+def test_failing_trials_do_not_stop_the_sweep(tmp_path, fake):
+    "An exception and a NaN fail their trial only, with the reason recorded; the rest of the grid runs"
+    y = _yaml(tmp_path, """\
+        method: grid
+        parameters:
+          learning_rate: {values: [0.001, 5.0]}
+          batch_size: {values: [13, 32]}
+          epochs: {value: 2}
+        """)
+    out = sweep(y, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False, max_failures=5)
+    r = _results(out).set_index(['learning_rate', 'batch_size'])
+    assert len(r) == 4
+    assert r.loc[(0.001, 32), 'state'] == 'COMPLETE'
+    assert r.loc[(5.0, 32), 'status'] == 'failed: nan loss'
+    assert 'boom: batch_size 13' in r.loc[(0.001, 13), 'status'] and r.loc[(0.001, 13), 'state'] == 'FAIL'
+
+def test_consecutive_failures_stop_the_sweep(tmp_path, fake):
+    s = {'method': 'random', 'parameters': {'learning_rate': {'min': 2.0, 'max': 9.0}, 'epochs': {'value': 1}}}
+    with pytest.raises(SweepStopped, match='2 trials failed in a row') as e:
+        sweep(s, count=5, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False, max_failures=2)
+    assert 'nan loss' in str(e.value)
+    assert list(_results(tmp_path/'sw').state) == ['FAIL', 'FAIL']
+
+# --- persistence and parallelism --------------------------------------------------------------------------------
+
+def _sweep_process(**kw):
+    "A sweep in its own process (as `finetune-kit sweep` would be)"
+    code = "import json, sys; from finetune_kit.sweep import sweep; sweep(**json.loads(sys.argv[1]))"
+    return subprocess.Popen([sys.executable, '-c', code, json.dumps(kw, default=str)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+def _wait_for(cond, timeout=60):
+    t = time.time()
+    while not cond():
+        assert time.time() - t < timeout, 'timed out'
+        time.sleep(0.1)
+
+def _alive(pid):
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    try: return open(f'/proc/{pid}/stat').read().split()[2] != 'Z'
+    except FileNotFoundError: return False
+
+def test_kill_and_resume(tmp_path, fake, monkeypatch):
+    "SIGKILL mid-trial, rerun the same command: the lost trial is retried once, no completed one is repeated"
+    monkeypatch.setenv('FAKE_EPOCH_S', '0.4')
+    s = {'method': 'random', 'name': 'kr', 'parameters': {'learning_rate': {'distribution': 'log_uniform_values', 'min': 1e-4, 'max': 1e-2},
+                                              'epochs': {'value': 4}}}
+    kw = dict(yaml_path=s, count=3, out=str(tmp_path/'sw'), trainer_cmd=fake, preflight_check=False, heartbeat_s=1)
+    p = _sweep_process(**kw)
+    t1 = tmp_path/'sw'/'trials'/'0001'
+    _wait_for(lambda: (t1/'history.csv').exists() and len((t1/'history.csv').read_text().splitlines()) >= 2)
+    p.send_signal(signal.SIGKILL); p.wait()
+    child = int((t1/'pid').read_text())
+    _wait_for(lambda: not _alive(child), 10)   # the trial process died with its sweep
+    assert sweep(**kw) == tmp_path/'sw'
+    r = _results(tmp_path/'sw')
+    assert (r.state == 'COMPLETE').sum() == 3 and len(r) == 4
+    lost = r[r.state == 'FAIL']
+    assert list(lost.number) == [1] and 'lost' in lost.status.iloc[0]
+    retry = r[r.retry_of == 1]
+    assert len(retry) == 1 and retry.state.iloc[0] == 'COMPLETE'
+    assert retry.learning_rate.iloc[0] == pytest.approx(yaml.safe_load((t1/'trial.yaml').read_text())['learning_rate'])
+    done = r[r.state == 'COMPLETE']
+    assert done.learning_rate.nunique() == 3 and done.trial_dir.nunique() == 3
+    assert sweep(**kw) == tmp_path/'sw' and len(_results(tmp_path/'sw')) == 4   # a finished sweep stays finished
+
+def test_two_workers_on_one_sqlite_study(tmp_path, fake, monkeypatch):
+    "Two sweep processes of two workers each share one study: exactly `count` trials, none lost or duplicated"
+    monkeypatch.setenv('FAKE_EPOCH_S', '0.3')
+    s = {'method': 'random', 'name': 'par', 'parameters': {'learning_rate': {'distribution': 'log_uniform_values', 'min': 1e-4, 'max': 1e-2},
+                                               'epochs': {'value': 2}}}
+    kw = dict(yaml_path=s, count=8, out=str(tmp_path/'sw'), trainer_cmd=fake, preflight_check=False, workers=2)
+    procs = [_sweep_process(**kw, seed=i) for i in range(2)]
+    for p in procs: assert p.wait(120) == 0, p.stdout.read()
+    study = _study(tmp_path/'sw', 'par')
+    ts = study.get_trials()
+    assert [t.state.name for t in ts] == ['COMPLETE']*8
+    assert sorted(t.number for t in ts) == list(range(8))
+    assert len({t.params['learning_rate'] for t in ts}) == 8
+    assert sorted(t.user_attrs['trial_dir'] for t in ts) == [f'trials/{i:04d}' for i in range(8)]
+    r = _results(tmp_path/'sw')
+    assert len(r) == 8 and all((tmp_path/'sw'/d/'metrics.json').exists() for d in r.trial_dir)
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in ts)
+    overlap = max(sum(a <= s0 < b for a, b in spans) for s0, _ in spans)
+    assert overlap >= 2   # trials did run side by side
+    ncpu = len(os.sched_getaffinity(0))
+    assert (tmp_path/'sw'/'trials'/'0000'/'threads').read_text() == str(max(1, ncpu//2))
+
+# --- pre-flight and the W&B backend -----------------------------------------------------------------------------
+
+def test_preflight_catches_broken_model(tmp_path, fake):
+    "A model that cannot run at the sweep's image size stops the sweep before any trial"
+    s = {'method': 'random', 'parameters': {'model_name': {'values': ['test_efficientnet', 'test_maxvit']},
+         'img_size': {'value': 32}, 'pretrained': {'value': False}, 'learning_rate': {'value': 0.01}}}
+    with pytest.raises(ValueError) as e: sweep(s, count=2, out=tmp_path/'sw', trainer_cmd=fake)
+    msg = str(e.value)
+    assert 'test_maxvit at img_size 32' in msg and 'test_efficientnet' not in msg, msg
+    assert not (tmp_path/'sw'/'trials').exists()
+
+def test_wandb_backend_needs_a_login(tmp_path, fake, monkeypatch):
+    monkeypatch.delenv('WANDB_API_KEY', raising=False)
+    with pytest.raises(ValueError, match='WANDB_MODE=offline'):
+        sweep(SWEEP_EXAMPLE, count=1, backend='wandb', out=tmp_path/'a', trainer_cmd=fake)
+    monkeypatch.delenv('WANDB_MODE')
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.setenv('WANDB_CONFIG_DIR', str(tmp_path/'.config'))
+    monkeypatch.setenv('NETRC', str(tmp_path/'.netrc'))
+    with pytest.raises(ValueError, match='needs a W&B login: run `wandb login`'):
+        sweep(SWEEP_EXAMPLE, count=1, backend='wandb', out=tmp_path/'b', trainer_cmd=fake)
+    with pytest.raises(ValueError, match='backend must be one of'):
+        sweep(SWEEP_EXAMPLE, count=1, backend='ray', out=tmp_path/'c', trainer_cmd=fake)
+
+# --- the same behaviours with the real `finetune-kit train` -------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    "Two classes of 24 small images each (light and dark squares with noise): a real trial takes seconds"
+    import numpy as np
+    from PIL import Image
+    root = tmp_path_factory.mktemp('tiny')
+    rng = np.random.default_rng(0)
+    for cls, base in (('light', 190), ('dark', 60)):
+        (root/cls).mkdir()
+        for i in range(24):
+            a = np.clip(base + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype('uint8')
+            Image.fromarray(a).save(root/cls/f'{i}.png')
+    return root
+
+def _real(tiny_data, **params):
+    "A sweep dict over tiny timm test models on `tiny_data`, 1 epoch at 32 px"
+    fixed = dict(data=str(tiny_data), img_size=32, epochs=1, freeze_epochs=0, batch_size=8, pretrained=False,
+                 mixed_precision=False, num_workers=0, model_name='test_efficientnet', learning_rate=3e-2)
+    fixed = {k: v for k, v in fixed.items() if k not in params}
+    return {'parameters': {**{k: {'value': v} for k, v in fixed.items()}, **params}}
+
+@pytest.mark.slow
+def test_real_grid_two_workers_failure_and_run_folders(tmp_path, tiny_data):
+    "Real trials: a grid on two workers, a model that crashes fails alone with its reason, run folders as `train`'s"
+    s = {**_real(tiny_data, model_name={'values': ['test_efficientnet', 'test_maxvit']},
+                 learning_rate={'values': [3e-3, 3e-2]}), 'method': 'grid', 'name': 'real-grid'}
+    out = sweep(s, out=tmp_path/'sw', workers=2, preflight_check=False, max_failures=5)
+    r = _results(out)
+    assert len(r) == 4 and r.number.nunique() == 4
+    assert sorted(zip(r.model_name, r.learning_rate)) == sorted((m, lr) for m in ('test_efficientnet', 'test_maxvit') for lr in (3e-3, 3e-2))
+    ok, bad = r[r.model_name == 'test_efficientnet'], r[r.model_name == 'test_maxvit']
+    assert set(ok.state) == {'COMPLETE'} and ok.valid_loss.notna().all() and ok.fit_time_s.notna().all()
+    assert set(bad.state) == {'FAIL'} and all(s.startswith('failed') and len(s) > 10 for s in bad.status), list(bad.status)
+    for d in ok.trial_dir:
+        run = out/d
+        assert {'config.yaml', 'history.csv', 'metrics.json', 'trial.yaml', 'log.txt', 'model'} <= {p.name for p in run.iterdir()}
+        cfg = yaml.safe_load((run/'config.yaml').read_text())
+        assert cfg['wandb_group'] == 'real-grid' and cfg['img_size'] == 32
+        assert json.loads((run/'metrics.json').read_text())['status'] == 'completed'
+
+@pytest.mark.slow
+def test_real_hyperband_prunes(tmp_path, tiny_data):
+    "Real trials: the good learning rate runs first (grid order), the hopeless ones are stopped after epoch 1 of 2"
+    s = {**_real(tiny_data, learning_rate={'values': [3.0, 1e-7, 3e-2]}, epochs={'value': 2}), 'method': 'grid',
+         'metric': {'name': 'valid_loss', 'goal': 'minimize'},
+         'early_terminate': {'type': 'hyperband', 'min_iter': 1, 'max_iter': 2, 'eta': 3}}
+    out = sweep(s, out=tmp_path/'sw', preflight_check=False)
+    r = _results(out).set_index('learning_rate')
+    assert r.loc[3e-2, 'state'] == 'COMPLETE' and r.loc[3e-2, 'epochs_run'] == 2 and r.loc[3e-2, 'number'] == 0
+    pruned = r[r.state == 'PRUNED']
+    assert len(pruned) == 2 and (pruned.epochs_run == 1).all(), r
+    for d in pruned.trial_dir: assert not (out/d/'metrics.json').exists()   # stopped before the end (tiny epochs are too
+                                                                              # quick to stop before epoch 2 is written)
+
+@pytest.mark.slow
+def test_real_kill_and_resume(tmp_path, tiny_data):
+    "Real trials: SIGKILL mid-trial and rerun: exactly `count` completed trials, the lost one retried once"
+    s = {**_real(tiny_data, learning_rate={'distribution': 'log_uniform_values', 'min': 1e-3, 'max': 1e-2},
+                 epochs={'value': 2}), 'method': 'random', 'name': 'real-kr'}
+    kw = dict(yaml_path=s, count=2, out=str(tmp_path/'sw'), preflight_check=False, heartbeat_s=1)
+    p = _sweep_process(**kw)
+    t1 = tmp_path/'sw'/'trials'/'0001'
+    _wait_for(lambda: (t1/'log.txt').exists() and (tmp_path/'sw'/'results.csv').exists(), 300)
+    time.sleep(1)
+    p.send_signal(signal.SIGKILL); p.wait()
+    sweep(**kw)
+    r = _results(tmp_path/'sw')
+    assert (r.state == 'COMPLETE').sum() == 2 and list(r[r.state == 'FAIL'].number) == [1]
+    assert r[r.retry_of == 1].state.tolist() == ['COMPLETE']
+
+def test_ctrl_c_requeues_the_running_trial(tmp_path, fake, monkeypatch):
+    "Ctrl-C stops the running trial, which is queued again; the same command then finishes the sweep"
+    monkeypatch.setenv('FAKE_EPOCH_S', '0.4')
+    s = {'method': 'random', 'name': 'cc', 'parameters': {'learning_rate': {'distribution': 'log_uniform_values', 'min': 1e-4, 'max': 1e-2},
+                                              'epochs': {'value': 3}}}
+    kw = dict(yaml_path=s, count=2, out=str(tmp_path/'sw'), trainer_cmd=fake, preflight_check=False)
+    p = _sweep_process(**kw)
+    t1 = tmp_path/'sw'/'trials'/'0001'
+    _wait_for(lambda: (t1/'history.csv').exists())
+    p.send_signal(signal.SIGINT)
+    assert p.wait(60) != 0 and 'interrupted' in p.stdout.read()
+    r = _results(tmp_path/'sw')
+    assert r.set_index('number').loc[1, 'status'] == 'failed: sweep stopped' and r.state.tolist()[-1] == 'WAITING'
+    sweep(**kw)
+    r = _results(tmp_path/'sw')
+    assert (r.state == 'COMPLETE').sum() == 2 and r[r.retry_of == 1].state.tolist() == ['COMPLETE']
