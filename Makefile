@@ -16,7 +16,7 @@ $(BIN)/python:
 
 # the package and its pinned runtime dependencies (torch 2.14.1 / torchvision 0.29.1 from local wheels here)
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[offline-zoo,wandb]"
+	$(BIN)/pip install -q -e ".[offline-zoo,wandb,sweep]"
 	touch $@
 
 # everything the tests, notebooks and docs need

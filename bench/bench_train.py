@@ -16,7 +16,8 @@ os.environ.setdefault('WANDB_MODE', 'offline'); os.environ.setdefault('WANDB_SIL
 os.environ.setdefault('MPLBACKEND', 'Agg')
 from PIL import Image
 from finetune_kit import TrainConfig, train, create_model, sample_path
-from finetune_kit import train as train_mod
+import sys, importlib
+train_mod = importlib.import_module("finetune_kit.train")
 
 def load_tensors(items:int, img_size:int, seed:int=42):
     "The sample's images decoded and resized once, as normalised tensors (the plain loop's head start)."

@@ -9,6 +9,10 @@ Docs: https://finetune-kit.github.io/finetune_kit/api.html.md"""
 __all__ = []
 
 # %% ../nbs/12_api.ipynb #0003
+import warnings
+warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+
+# %% ../nbs/12_api.ipynb #0004
 from .datasets import cache_dir, sample_path, fashion_mnist_path, resolve_data
 from .data import load_source, check_data, get_dls, DataReport
 from .transforms import get_tfms, AddGaussianNoise
@@ -16,7 +20,7 @@ from .models import create_model, resolve_weights, weights_table, offline_models
 from .learner import timm_learner, timm_splitter, task_metrics
 from .train import TrainConfig, train, build_learner, predict, load_bundle, Result
 
-# %% ../nbs/12_api.ipynb #0004
+# %% ../nbs/12_api.ipynb #0005
 __all__ = ['cache_dir', 'sample_path', 'fashion_mnist_path', 'resolve_data', 'load_source', 'check_data', 'get_dls',
            'DataReport', 'get_tfms', 'AddGaussianNoise', 'create_model', 'resolve_weights', 'weights_table',
            'offline_models', 'imagenet_topk', 'timm_learner', 'timm_splitter', 'task_metrics', 'TrainConfig', 'train',

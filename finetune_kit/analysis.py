@@ -22,10 +22,10 @@ __all__ = ['FASTAI_TIMM_URL', 'TRAIN_KEYS', 'RUN_COLS', 'RUN_READERS', 'SUMMARY_
            'swept_params', 'param_importance', 'lr_effect', 'best_config', 'save_best_config', 'write_report',
            'show_report']
 
-# %% ../nbs/08_analysis.ipynb #0006
+# %% ../nbs/08_analysis.ipynb #0007
 FASTAI_TIMM_URL = 'https://raw.githubusercontent.com/tcapelle/fastai_timm/main/fastai_timm.csv'
 
-# %% ../nbs/08_analysis.ipynb #0007
+# %% ../nbs/08_analysis.ipynb #0008
 def fastai_timm_results(force:bool=False, # download again even if cached
                         url:str=FASTAI_TIMM_URL, timeout:float=10) -> Path: # where from; seconds to wait
     "Path of the cached fastai_timm sweep results (`<cache>/fastai_timm.csv`), downloaded the first time."
@@ -40,14 +40,14 @@ def fastai_timm_results(force:bool=False, # download again even if cached
                                 f"https://github.com/tcapelle/fastai_timm and put it at {dest}") from e
     return tmp.replace(dest)
 
-# %% ../nbs/08_analysis.ipynb #000e
+# %% ../nbs/08_analysis.ipynb #000f
 _ALIASES = {'vision_transformer': 'vit', 'vision_transformer_hybrid': 'vit', 'vision_transformer_relpos': 'vit',
             'vision_transformer_sam': 'vit', 'swin_transformer': 'swin', 'swin_transformer_v2': 'swinv2',
             'swin_transformer_v2_cr': 'swinv2', 'mlp_mixer': 'mixer'}
 _GENERIC = {'byobnet', 'byoanet', 'metaformer', 'maxxvit'}  # timm modules defining unrelated architectures
 _PREFIXES = ('tf_', 'gluon_', 'ig_', 'ssl_', 'swsl_', 'legacy_')
 
-# %% ../nbs/08_analysis.ipynb #000f
+# %% ../nbs/08_analysis.ipynb #0010
 @lru_cache(maxsize=None)
 def _timm_modules() -> dict:
     "timm model name (deprecated names included) -> the timm module that defines it."
@@ -58,14 +58,14 @@ def _timm_modules() -> dict:
         res.update({n: mod for n in tm.get_deprecated_models(mod)})
     return res
 
-# %% ../nbs/08_analysis.ipynb #0010
+# %% ../nbs/08_analysis.ipynb #0011
 def _prefix_family(arch:str) -> str:
     "Family from the name alone: letters up to the first digit or underscore, `v2`-style versions kept."
     for p in _PREFIXES: arch = arch.removeprefix(p)
     m = re.match(r'([a-z]+?(?:v\d)?)(?=\d|_|$)', arch)
     return m.group(1) if m else arch
 
-# %% ../nbs/08_analysis.ipynb #0011
+# %% ../nbs/08_analysis.ipynb #0012
 @lru_cache(maxsize=None)
 def model_family(name:str) -> str:
     "Family of timm model `name` (`convnext_tiny_in22k` -> `convnext`): its timm module, else its name's prefix."
@@ -76,7 +76,7 @@ def model_family(name:str) -> str:
     known = sorted({_ALIASES.get(m, m) for m in set(mods.values()) - _GENERIC}, key=len, reverse=True)
     return next((k for k in known if fam.startswith(k)), fam)
 
-# %% ../nbs/08_analysis.ipynb #0015
+# %% ../nbs/08_analysis.ipynb #0016
 TRAIN_KEYS = ('model_name', 'learning_rate', 'batch_size', 'epochs', 'freeze_epochs', 'img_size', 'resize_method',
               'pool', 'noise_std', 'aug', 'valid_pct', 'seed', 'data', 'pretrained', 'pretrained_path', 'task',
               'label_delim', 'label_re', 'lr_mult', 'weight_decay', 'label_smoothing', 'drop_rate',
@@ -84,7 +84,7 @@ TRAIN_KEYS = ('model_name', 'learning_rate', 'batch_size', 'epochs', 'freeze_epo
 RUN_COLS = ('run', 'dataset', 'model_name', 'model_family', 'status', 'ok', 'error_rate', 'valid_loss', 'fit_time',
             'GPU_mem')
 
-# %% ../nbs/08_analysis.ipynb #0016
+# %% ../nbs/08_analysis.ipynb #0017
 def _fill_metrics(df:pd.DataFrame) -> pd.DataFrame:
     "Add the canonical metric columns from their run-folder / W&B spellings when missing."
     alts = {'fit_time': [('fit_time_s', 1)], 'GPU_mem': [('peak_mem_gib', 1), ('peak_mem_mb', 1 / 1024)]}
@@ -97,14 +97,14 @@ def _fill_metrics(df:pd.DataFrame) -> pd.DataFrame:
         if c not in df: df[c] = np.nan
     return df
 
-# %% ../nbs/08_analysis.ipynb #0017
+# %% ../nbs/08_analysis.ipynb #0018
 def _dataset_name(data) -> str|None:
     "Short dataset name from a config's `data` (a dataset name or a path); None when there is none."
     if not isinstance(data, str) or not data: return None
     p = Path(data)
     return p.stem if p.suffix.lower() in ('.csv', '.tsv') else p.name or data
 
-# %% ../nbs/08_analysis.ipynb #0018
+# %% ../nbs/08_analysis.ipynb #0019
 def _fill_names(df:pd.DataFrame) -> pd.DataFrame:
     "Fill `run`, `dataset`, `model_name` where missing: a run killed early may have no config at all."
     if df['run'].isna().all(): df['run'] = [f'run_{i}' for i in range(len(df))]
@@ -115,7 +115,7 @@ def _fill_names(df:pd.DataFrame) -> pd.DataFrame:
     df['model_name'] = df['model_name'].astype(object).where(df['model_name'].notna(), '(unknown)')
     return df
 
-# %% ../nbs/08_analysis.ipynb #0019
+# %% ../nbs/08_analysis.ipynb #001a
 def tidy_runs(df:pd.DataFrame, # one row per run, from any reader
               required:tuple=('error_rate', 'fit_time')) -> pd.DataFrame: # metrics a run needs to count
     "The runs table in its one shape; a run is `ok` when completed with every `required` metric present."
@@ -128,19 +128,19 @@ def tidy_runs(df:pd.DataFrame, # one row per run, from any reader
     df['status'], df['ok'] = status, status.eq('completed')
     return df[list(RUN_COLS) + [c for c in df.columns if c not in RUN_COLS]].reset_index(drop=True)
 
-# %% ../nbs/08_analysis.ipynb #001a
+# %% ../nbs/08_analysis.ipynb #001b
 def read_csv_runs(path) -> pd.DataFrame:
     "Runs from a CSV export (one row per run, e.g. the fastai_timm results)."
     df = pd.read_csv(path)
     if 'run' not in df: df.insert(0, 'run', [f'{Path(path).stem}:{i}' for i in range(len(df))])
     return tidy_runs(df)
 
-# %% ../nbs/08_analysis.ipynb #001e
+# %% ../nbs/08_analysis.ipynb #001f
 def _scalars(d:dict) -> dict:
     "The plain values (str, number, bool, None) of dict `d`."
     return {k: v for k, v in (d or {}).items() if v is None or isinstance(v, (str, int, float, bool))}
 
-# %% ../nbs/08_analysis.ipynb #001f
+# %% ../nbs/08_analysis.ipynb #0020
 def read_run_folder(path) -> dict:
     "One run folder (`config.yaml` or `trial.yaml`, `metrics.json`) as a flat row; no `metrics.json` means incomplete."
     p = Path(path)
@@ -150,13 +150,13 @@ def read_run_folder(path) -> dict:
     met = json.loads(mfn.read_text()) if mfn.exists() else {'status': 'incomplete: no metrics.json'}
     return {'run': p.name, **_scalars(cfg), **_scalars(met)}
 
-# %% ../nbs/08_analysis.ipynb #0020
+# %% ../nbs/08_analysis.ipynb #0021
 def _run_folders(path:Path) -> list:
     "Run folders at or under `path`: folders holding a `config.yaml` or `trial.yaml`, outside W&B's own folders."
     found = [p.parent for pat in ('config.yaml', 'trial.yaml') for p in Path(path).rglob(pat)]
     return sorted({p for p in found if 'wandb' not in p.relative_to(path).parts})
 
-# %% ../nbs/08_analysis.ipynb #0021
+# %% ../nbs/08_analysis.ipynb #0022
 def _sweep_statuses(path:Path) -> dict:
     "Run folder -> final status, from the sweep's `results.csv` when it records `trial_dir` and `status`."
     f = path/'results.csv'
@@ -164,7 +164,7 @@ def _sweep_statuses(path:Path) -> dict:
     if not {'trial_dir', 'status'} <= set(df.columns): return {}
     return {(path/d).resolve(): st for d, st in zip(df['trial_dir'], df['status']) if isinstance(d, str)}
 
-# %% ../nbs/08_analysis.ipynb #0022
+# %% ../nbs/08_analysis.ipynb #0023
 def read_sweep_dir(path) -> pd.DataFrame:
     "Runs from a local sweep folder (run folders, and `results.csv`'s statuses) or a single run folder."
     path = Path(path)
@@ -174,10 +174,10 @@ def read_sweep_dir(path) -> pd.DataFrame:
     for f, row in zip(folders, rows): row['status'] = statuses.get(f.resolve(), row.get('status'))
     return tidy_runs(pd.DataFrame(rows))
 
-# %% ../nbs/08_analysis.ipynb #0026
+# %% ../nbs/08_analysis.ipynb #0027
 _WANDB_STATUS = {'finished': 'completed', 'running': 'incomplete: still running or killed'}
 
-# %% ../nbs/08_analysis.ipynb #0027
+# %% ../nbs/08_analysis.ipynb #0028
 def read_wandb_run(path) -> dict:
     "One W&B run folder (its `.wandb` log) as a flat row, read with `wandb leet inspect`."
     if find_spec('wandb') is None: raise ImportError("reading W&B runs needs wandb: pip install 'finetune-kit[wandb]'")
@@ -192,23 +192,23 @@ def read_wandb_run(path) -> dict:
     if not cfg and run_cfg.exists(): cfg = yaml.safe_load(run_cfg.read_text())  # killed before W&B flushed its config
     return {'run': j.get('run_id') or Path(path).name, **_scalars(cfg), **summ, 'status': status}
 
-# %% ../nbs/08_analysis.ipynb #0028
+# %% ../nbs/08_analysis.ipynb #0029
 def _wandb_run_dirs(path:Path) -> list:
     "W&B run folders (`offline-run-*`, `run-*` holding a `.wandb` log) at or under `path`."
     return sorted({p.parent for p in Path(path).rglob('*.wandb') if p.parent.name.startswith(('offline-run-', 'run-'))})
 
-# %% ../nbs/08_analysis.ipynb #0029
+# %% ../nbs/08_analysis.ipynb #002a
 def read_wandb_offline(path) -> pd.DataFrame:
     "Runs from offline W&B run folders at or under `path` (e.g. `wandb/`), read with wandb's own reader."
     dirs = _wandb_run_dirs(Path(path))
     if not dirs: raise FileNotFoundError(f"no W&B run folders (offline-run-*/*.wandb) under {path}")
     return tidy_runs(pd.DataFrame([read_wandb_run(d) for d in dirs]))
 
-# %% ../nbs/08_analysis.ipynb #002e
+# %% ../nbs/08_analysis.ipynb #002f
 _OPTUNA_STATUS = {'COMPLETE': 'completed', 'PRUNED': 'pruned', 'FAIL': 'failed: optuna trial failed',
                   'RUNNING': 'incomplete: still running or killed', 'WAITING': 'incomplete: waiting'}
 
-# %% ../nbs/08_analysis.ipynb #002f
+# %% ../nbs/08_analysis.ipynb #0030
 def read_optuna(storage:str, # an Optuna storage URL, e.g. `sqlite:///sweep.db`
                 study_name:str|None=None) -> pd.DataFrame: # None reads every study in the storage
     "Runs from the trials of an Optuna study (params, user attributes, objective value)."
@@ -227,7 +227,7 @@ def read_optuna(storage:str, # an Optuna storage URL, e.g. `sqlite:///sweep.db`
                          'status': ua.get('status') or _OPTUNA_STATUS.get(t.state.name, t.state.name.lower())})
     return tidy_runs(pd.DataFrame(rows))
 
-# %% ../nbs/08_analysis.ipynb #0030
+# %% ../nbs/08_analysis.ipynb #0031
 def read_wandb_sweep(path:str) -> pd.DataFrame: # `entity/project/sweep_id`
     "Runs of a W&B sweep through the W&B API (needs a login and the network)."
     import wandb
@@ -236,12 +236,12 @@ def read_wandb_sweep(path:str) -> pd.DataFrame: # `entity/project/sweep_id`
             for r in wandb.Api().sweep(path).runs]
     return tidy_runs(pd.DataFrame(rows))
 
-# %% ../nbs/08_analysis.ipynb #0033
+# %% ../nbs/08_analysis.ipynb #0034
 def _is_url(s) -> bool: return isinstance(s, str) and re.match(r'^[a-z][a-z0-9+]*://', s) is not None
 def _is_optuna(s) -> bool:
     return (_is_url(s) and not s.startswith(('http', 'file'))) or Path(str(s)).suffix in ('.db', '.sqlite3')
 
-# %% ../nbs/08_analysis.ipynb #0034
+# %% ../nbs/08_analysis.ipynb #0035
 RUN_READERS = [  # (is this kind of source?, read it), tried in order
     (lambda s: str(s).startswith('wandb:'), lambda s: read_wandb_sweep(str(s).removeprefix('wandb:'))),
     (_is_optuna, lambda s: read_optuna(s if _is_url(s) else f'sqlite:///{Path(s).resolve()}')),
@@ -249,7 +249,7 @@ RUN_READERS = [  # (is this kind of source?, read it), tried in order
     (lambda s: Path(s).is_dir() and bool(_run_folders(Path(s))), read_sweep_dir),
     (lambda s: Path(s).is_dir() and bool(_wandb_run_dirs(Path(s))), read_wandb_offline)]
 
-# %% ../nbs/08_analysis.ipynb #0035
+# %% ../nbs/08_analysis.ipynb #0036
 def read_runs(source) -> pd.DataFrame: # DataFrame, CSV, Optuna URL/.db, `wandb:e/p/id`, sweep folder, W&B folder
     "Runs from any `source`, in the one runs-table shape."
     if isinstance(source, pd.DataFrame): return tidy_runs(source)
@@ -258,7 +258,7 @@ def read_runs(source) -> pd.DataFrame: # DataFrame, CSV, Optuna URL/.db, `wandb:
     raise ValueError(f"don't know how to read runs from {source!r}: give a results CSV, an Optuna storage URL or .db, "
                      "wandb:entity/project/sweep_id, a sweep/run folder (config.yaml) or a folder of W&B runs")
 
-# %% ../nbs/08_analysis.ipynb #0038
+# %% ../nbs/08_analysis.ipynb #0039
 def _stats(runs:pd.DataFrame, metric:str) -> pd.DataFrame:
     "Aggregates per dataset and model over the runs that count."
     keys, ok = ['dataset', 'model_name'], runs[runs['ok'] & runs[metric].notna()]
@@ -269,7 +269,7 @@ def _stats(runs:pd.DataFrame, metric:str) -> pd.DataFrame:
     stats['best_run'] = ok.loc[ok.groupby(keys)[metric].idxmin(), keys + ['run']].set_index(keys)['run']
     return stats
 
-# %% ../nbs/08_analysis.ipynb #0039
+# %% ../nbs/08_analysis.ipynb #003a
 def pareto_front(df:pd.DataFrame, x:str='fit_time_mean', y:str='error_rate_mean') -> pd.Series:
     "True for the rows no other row beats on both `x` and `y` (both minimised); rows missing either are False."
     xs, ys = df[x].to_numpy(float), df[y].to_numpy(float)
@@ -277,13 +277,13 @@ def pareto_front(df:pd.DataFrame, x:str='fit_time_mean', y:str='error_rate_mean'
     dominated = [np.any(ok & (xs <= a) & (ys <= b) & ((xs < a) | (ys < b))) for a, b in zip(xs, ys)]
     return pd.Series(ok & ~np.array(dominated, dtype=bool), index=df.index)
 
-# %% ../nbs/08_analysis.ipynb #003c
+# %% ../nbs/08_analysis.ipynb #003d
 def jeremy_score(summary:pd.DataFrame, # one row per model
                  metric:str='error_rate', overhead:float=80) -> pd.Series: # seconds added to every fit
     "Jeremy Howard's score `error_rate * (fit_time + 80)`: lower is better, trading accuracy against speed."
     return summary[f'{metric}_mean'] * (summary['fit_time_mean'] + overhead)
 
-# %% ../nbs/08_analysis.ipynb #003d
+# %% ../nbs/08_analysis.ipynb #003e
 def summarise(runs:pd.DataFrame, # the runs table (`read_runs`)
               metric:str='error_rate', # lower is better
               score=None, # summary -> Series, lower is better; default `jeremy_score` on `metric`
@@ -302,19 +302,19 @@ def summarise(runs:pd.DataFrame, # the runs table (`read_runs`)
         for _, d in s.groupby('dataset'): s.loc[d.index, col] = pareto_front(d, x, f'{metric}_mean')
     return s.sort_values(['dataset', 'score'], na_position='last').reset_index(drop=True)
 
-# %% ../nbs/08_analysis.ipynb #0042
+# %% ../nbs/08_analysis.ipynb #0043
 def failed_runs(runs:pd.DataFrame) -> pd.DataFrame:
     "Failed and incomplete runs counted per dataset, model and status."
     bad = runs[~runs['ok']]
     return bad.groupby(['dataset', 'model_name', 'status']).size().rename('runs').reset_index()
 
-# %% ../nbs/08_analysis.ipynb #0053
+# %% ../nbs/08_analysis.ipynb #0054
 def swept_params(runs:pd.DataFrame) -> list:
     "Config keys that take more than one value among the runs that count."
     ok = runs[runs['ok']]
     return [k for k in TRAIN_KEYS if k in ok and k != 'data' and ok[k].nunique() > 1]
 
-# %% ../nbs/08_analysis.ipynb #0054
+# %% ../nbs/08_analysis.ipynb #0055
 def _distribution(s:pd.Series):
     "Optuna distribution covering the values of `s`: log-float/int when they span 10x or more, else categorical."
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -325,7 +325,7 @@ def _distribution(s:pd.Series):
     if (s == s.round()).all(): return IntDistribution(int(lo), int(hi), log=log)
     return FloatDistribution(float(lo), float(hi), log=log)
 
-# %% ../nbs/08_analysis.ipynb #0055
+# %% ../nbs/08_analysis.ipynb #0056
 def _as_study(runs:pd.DataFrame, params:list, metric:str):
     "In-memory Optuna study with one completed trial per run, minimising `metric`."
     import optuna
@@ -340,7 +340,7 @@ def _as_study(runs:pd.DataFrame, params:list, metric:str):
                                                 value=float(r[metric])) for _, r in ok.iterrows()])
     return study
 
-# %% ../nbs/08_analysis.ipynb #0056
+# %% ../nbs/08_analysis.ipynb #0057
 def param_importance(runs:pd.DataFrame, # the runs table, one dataset
                      params:list|None=None, metric:str='error_rate', # default: `swept_params(runs)`
                      evaluator=None) -> pd.Series: # an `optuna.importance` evaluator; default fANOVA, seeded
@@ -352,7 +352,7 @@ def param_importance(runs:pd.DataFrame, # the runs table, one dataset
     imp = optuna.importance.get_param_importances(_as_study(runs, params, metric), evaluator=ev, params=params)
     return pd.Series(imp, name=f'importance for {metric}')
 
-# %% ../nbs/08_analysis.ipynb #005a
+# %% ../nbs/08_analysis.ipynb #005b
 def lr_effect(runs:pd.DataFrame, metric:str='error_rate', lr:str='learning_rate') -> pd.DataFrame:
     "Per dataset and model: runs, the best learning rate, its `metric`, and the rank correlation of lr and `metric`."
     ok = runs[runs['ok']].dropna(subset=[lr, metric])
@@ -362,7 +362,7 @@ def lr_effect(runs:pd.DataFrame, metric:str='error_rate', lr:str='learning_rate'
                           'spearman': d[lr].corr(d[metric], method='spearman') if d[lr].nunique() > 1 else np.nan})
     return ok.groupby(['dataset', 'model_name']).apply(one, include_groups=False).reset_index()
 
-# %% ../nbs/08_analysis.ipynb #0060
+# %% ../nbs/08_analysis.ipynb #0061
 _INT_KEYS = {'batch_size', 'epochs', 'freeze_epochs', 'img_size', 'seed', 'early_stop_patience', 'max_items'}
 
 def _plain(k:str, v):
@@ -370,7 +370,7 @@ def _plain(k:str, v):
     v = v.item() if hasattr(v, 'item') else v
     return int(v) if k in _INT_KEYS and isinstance(v, float) and v.is_integer() else v
 
-# %% ../nbs/08_analysis.ipynb #0061
+# %% ../nbs/08_analysis.ipynb #0062
 def best_config(runs:pd.DataFrame, # the runs table
                 summary:pd.DataFrame|None=None, dataset:str|None=None, # default: `summarise(runs)`; first dataset
                 metric:str='error_rate') -> dict:
@@ -383,14 +383,14 @@ def best_config(runs:pd.DataFrame, # the runs table
     run = cands.loc[cands[metric].idxmin()]
     return {k: _plain(k, run[k]) for k in TRAIN_KEYS if k in run and pd.notna(run[k])}
 
-# %% ../nbs/08_analysis.ipynb #0062
+# %% ../nbs/08_analysis.ipynb #0063
 def save_best_config(cfg:dict, path, comment:str|None=None) -> Path:
     "Write `cfg` as YAML for `finetune-kit train --config`, with an optional `# comment` line on top."
     head = f'# {comment}\n' if comment else ''
     Path(path).write_text(head + yaml.safe_dump(cfg, sort_keys=False))
     return Path(path)
 
-# %% ../nbs/08_analysis.ipynb #0067
+# %% ../nbs/08_analysis.ipynb #0068
 def _png(fig, path:Path) -> str:
     "Save `fig` to `path` and return it base64-encoded for an inline `<img>`."
     buf = io.BytesIO()
@@ -399,10 +399,10 @@ def _png(fig, path:Path) -> str:
     path.write_bytes(buf.getvalue())
     return base64.b64encode(buf.getvalue()).decode()
 
-# %% ../nbs/08_analysis.ipynb #0068
+# %% ../nbs/08_analysis.ipynb #0069
 def _slug(s) -> str: return re.sub(r'[^\w.-]+', '_', str(s))
 
-# %% ../nbs/08_analysis.ipynb #0069
+# %% ../nbs/08_analysis.ipynb #006a
 def _dataset_figures(ds, runs:pd.DataFrame, summ:pd.DataFrame, metric:str) -> dict:
     "The report's figures for dataset `ds`: name -> Figure."
     figs = {'pareto': plots.plot_pareto(summ, y=f'{metric}_mean', title=f'{ds}: {metric} vs fit time'),
@@ -414,11 +414,11 @@ def _dataset_figures(ds, runs:pd.DataFrame, summ:pd.DataFrame, metric:str) -> di
     if 'learning_rate' in params: figs['lr_effect'] = plots.plot_lr_effect(runs[runs['ok']], metric)
     return figs
 
-# %% ../nbs/08_analysis.ipynb #006a
+# %% ../nbs/08_analysis.ipynb #006b
 def _table(df:pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f'{v:.4g}', na_rep='', border=0, classes='tbl')
 
-# %% ../nbs/08_analysis.ipynb #006b
+# %% ../nbs/08_analysis.ipynb #006c
 _CSS = ('.ftk-report{font-family:sans-serif;max-width:1100px} .ftk-report .tbl{border-collapse:collapse;font-size:12px}'
         ' .ftk-report .tbl td,.ftk-report .tbl th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}'
         ' .ftk-report img{max-width:100%} .ftk-report pre{background:#f6f6f6;padding:8px}')
@@ -428,7 +428,7 @@ _TITLES = dict(pareto='Error against fit time, with the Pareto front', score='Sc
 SUMMARY_COLS = ['dataset', 'model_name', 'model_family', 'runs', 'failed_runs', 'error_rate_mean', 'error_rate_std',
                 'error_rate_min', 'fit_time_mean', 'GPU_mem_mean', 'score', 'pareto']
 
-# %% ../nbs/08_analysis.ipynb #006c
+# %% ../nbs/08_analysis.ipynb #006d
 def _dataset_html(ds, runs, summ, imgs:dict, cfg:dict, metric:str, top:int) -> str:
     "The report's section for one dataset."
     cols = [c.replace('error_rate', metric) for c in SUMMARY_COLS if c != 'dataset']
@@ -442,7 +442,7 @@ def _dataset_html(ds, runs, summ, imgs:dict, cfg:dict, metric:str, top:int) -> s
               f'<details><summary>All {len(summ)} models</summary>{_table(summ[cols])}</details>']
     return '\n'.join(parts)
 
-# %% ../nbs/08_analysis.ipynb #006d
+# %% ../nbs/08_analysis.ipynb #006e
 def _write_dataset(ds, runs, summ, out:Path, cfg_path:Path, metric:str, top:int, paths:dict) -> str:
     "Write one dataset's PNGs and best config into `out`, recording them in `paths`; return its HTML section."
     imgs = {k: _png(f, paths.setdefault(f'{ds}_{k}', out/f'{_slug(ds)}_{k}.png'))
@@ -451,7 +451,7 @@ def _write_dataset(ds, runs, summ, out:Path, cfg_path:Path, metric:str, top:int,
     if cfg: paths[f'{ds}_best_config'] = save_best_config(cfg, cfg_path, f'best for dataset {ds}')
     return _dataset_html(ds, runs, summ, imgs, cfg, metric, top)
 
-# %% ../nbs/08_analysis.ipynb #006e
+# %% ../nbs/08_analysis.ipynb #006f
 def _write_html(path:Path, title:str, sections:list) -> Path:
     "A standalone HTML page around the report's `sections` (no external resources)."
     path.write_text(f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
@@ -459,7 +459,7 @@ def _write_html(path:Path, title:str, sections:list) -> Path:
                     + '\n'.join(sections) + '\n</div></body></html>\n')
     return path
 
-# %% ../nbs/08_analysis.ipynb #006f
+# %% ../nbs/08_analysis.ipynb #0070
 def write_report(source, # anything `read_runs` reads, or a runs DataFrame
                  out, # folder to write into (created)
                  dataset:str|None=None, metric:str='error_rate', score=None, # one dataset only; see `summarise`
@@ -482,7 +482,7 @@ def write_report(source, # anything `read_runs` reads, or a runs DataFrame
     _write_html(paths['report'], f'Sweep analysis: {name}', body)
     return paths
 
-# %% ../nbs/08_analysis.ipynb #0070
+# %% ../nbs/08_analysis.ipynb #0071
 def show_report(path) -> 'IPython.display.HTML':
     "Render a `report.html` (or the report in folder `path`) in a notebook."
     from IPython.display import HTML

@@ -7,18 +7,27 @@ Docs: https://finetune-kit.github.io/finetune_kit/cli.html.md"""
 # %% ../nbs/11_cli.ipynb #0003
 from __future__ import annotations
 import sys, json, argparse, dataclasses
-from fastcore.imports import IN_NOTEBOOK
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_parser', 'cmd_train', 'cmd_predict', 'cmd_check_data', 'cmd_weights', 'cmd_sweep', 'cmd_analyze',
-           'main']
+__all__ = ['COMMANDS', 'Parser', 'train_parser', 'cmd_train', 'cmd_predict', 'cmd_check_data', 'cmd_weights', 'cmd_sweep',
+           'cmd_analyze', 'main']
 
 # %% ../nbs/11_cli.ipynb #0006
+class Parser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose errors raise `ValueError` (with close-match hints for unknown flags)."
+    def error(self, message):
+        import difflib, re
+        flags = [o for a in self._actions for o in a.option_strings]
+        for bad in re.findall(r'(--?[\w-]+)', message.split('unrecognized arguments:')[-1]) if 'unrecognized' in message else []:
+            if close := difflib.get_close_matches(bad, flags, n=1): message += f" (did you mean {close[0]}?)"
+        raise ValueError(f"{self.prog}: {message}")
+
+# %% ../nbs/11_cli.ipynb #0008
 def train_parser()->argparse.ArgumentParser:
     "Parser for `finetune-kit train`: `--config`, `--resume` and one `--<key>` per `TrainConfig` field."
     from finetune_kit.train import TrainConfig
-    p = argparse.ArgumentParser(prog='finetune-kit train', description='Fine-tune a timm model with fastai.',
+    p = Parser(prog='finetune-kit train', description='Fine-tune a timm model with fastai.',
                                 argument_default=argparse.SUPPRESS)
     p.add_argument('--config', help='YAML file of config keys; flags override it')
     p.add_argument('--resume', action='store_true', help='continue the interrupted run in --out')
@@ -27,7 +36,7 @@ def train_parser()->argparse.ArgumentParser:
         p.add_argument(f'--{f.name}', metavar=str(f.type).split('|')[0].upper(), help=f'default: {f.default}', **extra)
     return p
 
-# %% ../nbs/11_cli.ipynb #0008
+# %% ../nbs/11_cli.ipynb #000a
 def cmd_train(argv:list[str]):
     "finetune-kit train [--config FILE] [--resume] [--KEY VALUE ...]"
     from finetune_kit.train import train
@@ -36,31 +45,31 @@ def cmd_train(argv:list[str]):
     res = train(cfg, resume=resume, **a)
     if res.status != 'completed': raise RuntimeError(f"training {res.status} (see {res.out/'metrics.json'})")
 
-# %% ../nbs/11_cli.ipynb #000a
+# %% ../nbs/11_cli.ipynb #000c
 def cmd_predict(argv:list[str]):
     "finetune-kit predict --model-dir OUT/model IMAGE_OR_FOLDER... : one JSON line per image"
     from finetune_kit.train import predict
-    p = argparse.ArgumentParser(prog='finetune-kit predict')
+    p = Parser(prog='finetune-kit predict')
     p.add_argument('--model-dir', '--model_dir', required=True, dest='model_dir')
     p.add_argument('items', nargs='+'); p.add_argument('--k', type=int, default=3)
     a = p.parse_args(argv)
     for r in predict(a.model_dir, a.items, k=a.k): print(json.dumps(r))
 
-# %% ../nbs/11_cli.ipynb #000b
+# %% ../nbs/11_cli.ipynb #000d
 def cmd_check_data(argv:list[str]):
     "finetune-kit check-data SPEC [--valid_pct P] [--task T] [--label_delim D] [--label_re RE]"
     from finetune_kit.data import check_data
-    p = argparse.ArgumentParser(prog='finetune-kit check-data')
+    p = Parser(prog='finetune-kit check-data')
     p.add_argument('spec'); p.add_argument('--valid_pct', type=float, default=0.2)
     p.add_argument('--task', default='auto'); p.add_argument('--label_delim'); p.add_argument('--label_re')
     a = p.parse_args(argv)
     print(check_data(a.spec, valid_pct=a.valid_pct, task=a.task, label_delim=a.label_delim, label_re=a.label_re))
 
-# %% ../nbs/11_cli.ipynb #000d
+# %% ../nbs/11_cli.ipynb #000f
 def cmd_weights(argv:list[str]):
     "finetune-kit weights list | weights check MODEL IMAGE... [--pretrained_path P]"
     from finetune_kit import models
-    p = argparse.ArgumentParser(prog='finetune-kit weights')
+    p = Parser(prog='finetune-kit weights')
     sub = p.add_subparsers(dest='action', required=True)
     sub.add_parser('list', help='models usable offline and where their weights come from')
     c = sub.add_parser('check', help='top-5 ImageNet classes per image'); c.add_argument('model_name')
@@ -74,7 +83,7 @@ def cmd_weights(argv:list[str]):
     for img in a.images:
         print(f"{img}: " + ', '.join(f"{d} {p:.1%}" for d,p in models.imagenet_topk(m, img)))
 
-# %% ../nbs/11_cli.ipynb #000f
+# %% ../nbs/11_cli.ipynb #0011
 def cmd_sweep(argv:list[str]):
     "finetune-kit sweep SWEEP.yaml [--count N] [--workers K] [--storage URL] [--backend local|wandb] [--out DIR] [--set k=v]"
     from finetune_kit.sweep import sweep_cli
@@ -83,7 +92,7 @@ def cmd_sweep(argv:list[str]):
 def cmd_analyze(argv:list[str]):
     "finetune-kit analyze SOURCE [--out DIR] [--dataset D] [--metric M] [--max_mem GB] [--max_time S]"
     from finetune_kit.analysis import write_report
-    p = argparse.ArgumentParser(prog='finetune-kit analyze',
+    p = Parser(prog='finetune-kit analyze',
                                 description='summary.csv, plots, best_config.yaml and report.html from sweep results')
     p.add_argument('source', help='sweep folder, results CSV, Optuna storage URL, or folder of W&B offline runs')
     p.add_argument('--out', default=None, help='default: SOURCE_analysis next to the source')
@@ -94,7 +103,7 @@ def cmd_analyze(argv:list[str]):
     paths = write_report(a.source, out, dataset=a.dataset, metric=a.metric, max_mem=a.max_mem, max_time=a.max_time)
     for k, v in paths.items(): print(f"{k}: {v}")
 
-# %% ../nbs/11_cli.ipynb #0011
+# %% ../nbs/11_cli.ipynb #0013
 COMMANDS = {'train': cmd_train, 'predict': cmd_predict, 'check-data': cmd_check_data, 'weights': cmd_weights,
             'sweep': cmd_sweep, 'analyze': cmd_analyze}
 
@@ -110,6 +119,7 @@ def main(argv:list[str]|None=None):
     if cmd is None: return _fail(f"unknown command {argv[0]!r}: choose one of {', '.join(COMMANDS)}")
     try: COMMANDS[cmd](argv[1:] if argv[0] == cmd else argv)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError, ImportError) as e: return _fail(str(e))
+    except KeyboardInterrupt: return _fail('interrupted: run the same command again to resume (train: add --resume)', 130)
     return 0
 
 def _quiet_libraries():
@@ -118,9 +128,9 @@ def _quiet_libraries():
     for cat in (FutureWarning, DeprecationWarning, PendingDeprecationWarning): warnings.filterwarnings('ignore', category=cat)
     warnings.filterwarnings('ignore', message='.*chained_assignment.*')
 
-def _fail(msg:str)->int:
+def _fail(msg:str, code:int=2)->int:
     print(f"finetune-kit: error: {msg}", file=sys.stderr)
-    return 2
+    return code
 
-# %% ../nbs/11_cli.ipynb #0012
-if __name__ == '__main__' and not IN_NOTEBOOK: sys.exit(main())
+# %% ../nbs/11_cli.ipynb #0019
+if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', None) == 'finetune_kit.cli': sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat, BCEWithLogitsLossFlat
 from fastai.metrics import (accuracy, error_rate, Precision, Recall, F1Score, RocAucBinary,
                             accuracy_multi, FBetaMulti, RocAucMulti)
@@ -17,7 +18,7 @@ from timm.models._manipulate import group_with_matcher
 from .models import create_model
 
 # %% auto #0
-__all__ = ['POOLS', 'timm_splitter', 'task_metrics', 'task_loss', 'set_norm', 'set_precision', 'timm_learner']
+__all__ = ['POOLS', 'timm_splitter', 'task_metrics', 'task_loss', 'set_norm', 'set_precision', 'PlainTensors', 'timm_learner']
 
 # %% ../nbs/04_learner.ipynb #0006
 def timm_splitter(model:nn.Module)->list[list[nn.Parameter]]:
@@ -64,6 +65,18 @@ def set_precision(learn:Learner, mixed_precision:bool=True)->Learner:
     return learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
 
 # %% ../nbs/04_learner.ipynb #0014
+class PlainTensors(Callback):
+    "Strip fastai's tensor subclasses from each batch before the model sees it."
+    order = -10
+    def before_batch(self):
+        gp = getattr(self.learn, 'gather_preds', None)
+        if gp is not None and getattr(gp, 'with_input', False): return
+        self.learn.xb = tuple(_plain(x) for x in self.xb)
+        self.learn.yb = tuple(_plain(y) for y in self.yb)
+
+def _plain(t): return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else t
+
+# %% ../nbs/04_learner.ipynb #0016
 POOLS = {'avg': 'avg', 'concat': 'catavgmax', 'max': 'max'}
 
 def timm_learner(dls, # fastai DataLoaders; `dls.task` picks metrics and loss ('single' if absent)
@@ -83,7 +96,8 @@ def timm_learner(dls, # fastai DataLoaders; `dls.task` picks metrics and loss ('
                          global_pool=POOLS[pool], drop_rate=drop_rate)
     set_norm(dls, model.pretrained_cfg['mean'], model.pretrained_cfg['std'])
     learn = Learner(dls, model, loss_func=loss_func or task_loss(task, label_smoothing),
-                    metrics=task_metrics(task) if metrics is None else metrics, splitter=timm_splitter, **kwargs)
+                    metrics=task_metrics(task) if metrics is None else metrics, splitter=timm_splitter,
+                    cbs=[PlainTensors()] + list(kwargs.pop('cbs', None) or []), **kwargs)
     if channels_last: learn = learn.to_channelslast()
     if pretrained: learn.freeze()
     return set_precision(learn, mixed_precision)

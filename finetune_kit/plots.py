@@ -11,16 +11,16 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import Normalize
 
 # %% auto #0
-__all__ = ['plot_loss', 'plot_confusion', 'plot_top_losses', 'plot_pareto', 'plot_score', 'plot_importance', 'plot_lr_effect',
-           'plot_parallel']
+__all__ = ['plot_loss', 'plot_confusion', 'plot_top_losses', 'plot_lr_find', 'plot_pareto', 'plot_score', 'plot_importance',
+           'plot_lr_effect', 'plot_parallel']
 
-# %% ../nbs/09_plots.ipynb #0005
+# %% ../nbs/09_plots.ipynb #0006
 def _ax(ax=None, figsize=(6, 4)):
     "Return `ax` or a fresh one from a new figure of `figsize`."
     if ax is None: _, ax = plt.subplots(figsize=figsize)
     return ax
 
-# %% ../nbs/09_plots.ipynb #0007
+# %% ../nbs/09_plots.ipynb #0008
 def plot_loss(history:pd.DataFrame, # one row per epoch: `phase`, `train_loss`, `valid_loss`
               ax=None):
     "Train and valid loss per epoch, each training phase shaded."
@@ -39,7 +39,7 @@ def plot_loss(history:pd.DataFrame, # one row per epoch: `phase`, `train_loss`, 
     ax.legend()
     return ax.figure
 
-# %% ../nbs/09_plots.ipynb #000a
+# %% ../nbs/09_plots.ipynb #000b
 def plot_confusion(cm:np.ndarray, # square confusion matrix, rows = actual, columns = predicted
                    vocab:list, # class names in the matrix's order
                    ax=None, normalize:bool=False): # show each row as fractions
@@ -57,7 +57,7 @@ def plot_confusion(cm:np.ndarray, # square confusion matrix, rows = actual, colu
                 color='white' if cm[i, j] > cm.max() / 2 else 'black')
     return ax.figure
 
-# %% ../nbs/09_plots.ipynb #000c
+# %% ../nbs/09_plots.ipynb #000d
 def plot_top_losses(images:list, # HxWx3 uint8 arrays
                     titles:list, # one title per image, e.g. 'dog/cat 2.31 0.91'
                     ncols:int=4, size:float=2.5): # grid width; inches per image
@@ -71,7 +71,22 @@ def plot_top_losses(images:list, # HxWx3 uint8 arrays
     fig.tight_layout()
     return fig
 
-# %% ../nbs/09_plots.ipynb #000f
+# %% ../nbs/09_plots.ipynb #0010
+def plot_lr_find(lrs, # learning rates tried, increasing
+                 losses, # smoothed loss at each
+                 suggestion:float|None=None, # the rate picked, marked with a dot
+                 ax=None):
+    "Loss against learning rate (log axis), as fastai's `lr_find` draws it."
+    ax = _ax(ax, figsize=(5, 3))
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    ax.plot(lrs, losses)
+    if suggestion is not None:
+        ax.plot(suggestion, np.interp(np.log(suggestion), np.log(lrs), losses), 'o', color='C1', label=f'{suggestion:.1e}')
+        ax.legend()
+    ax.set(xscale='log', xlabel='learning rate', ylabel='loss')
+    return ax.figure
+
+# %% ../nbs/09_plots.ipynb #0013
 def _front(x, y):
     "Boolean mask of the points no other point beats on both `x` and `y` (lower is better)."
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -79,7 +94,7 @@ def _front(x, y):
     return np.array([o and not np.any(ok & (x <= xi) & (y <= yi) & ((x < xi) | (y < yi)))
                      for xi, yi, o in zip(x, y, ok)])
 
-# %% ../nbs/09_plots.ipynb #0011
+# %% ../nbs/09_plots.ipynb #0015
 def plot_pareto(summary:pd.DataFrame, # one row per model
                 x:str='fit_time_mean', y:str='error_rate_mean', # axes, both minimised
                 hue:str='model_family', ax=None, label:bool=True, # colour column; name the front's models
@@ -100,7 +115,7 @@ def plot_pareto(summary:pd.DataFrame, # one row per model
     ax.legend(fontsize=7, ncol=2, loc='upper right')
     return ax.figure
 
-# %% ../nbs/09_plots.ipynb #0014
+# %% ../nbs/09_plots.ipynb #0018
 def plot_score(summary:pd.DataFrame, # one row per model with `score`
                n:int=20, col:str='score', ax=None): # how many best models
     "Horizontal bars of the `n` best (lowest) scores."
@@ -111,7 +126,7 @@ def plot_score(summary:pd.DataFrame, # one row per model with `score`
     ax.tick_params(axis='y', labelsize=7)
     return ax.figure
 
-# %% ../nbs/09_plots.ipynb #0016
+# %% ../nbs/09_plots.ipynb #001a
 def plot_importance(importance:pd.Series|dict, # parameter -> importance
                     ax=None, title:str='parameter importance'):
     "Horizontal bars of parameter importances, most important on top."
@@ -121,7 +136,7 @@ def plot_importance(importance:pd.Series|dict, # parameter -> importance
     ax.set(xlabel='importance', title=title)
     return ax.figure
 
-# %% ../nbs/09_plots.ipynb #0018
+# %% ../nbs/09_plots.ipynb #001c
 def plot_lr_effect(runs:pd.DataFrame, # one row per completed run
                    metric:str='error_rate', by:str='model_name', # y column; one line per value of `by`
                    lr:str='learning_rate', ax=None):
@@ -135,7 +150,7 @@ def plot_lr_effect(runs:pd.DataFrame, # one row per completed run
     ax.legend(fontsize=7)
     return ax.figure
 
-# %% ../nbs/09_plots.ipynb #001b
+# %% ../nbs/09_plots.ipynb #001f
 def _encode(s:pd.Series):
     "Numbers scaled to [0, 1] (log for a positive column spanning 10x or more); categories as evenly spaced codes."
     if not pd.api.types.is_numeric_dtype(s):
@@ -146,7 +161,7 @@ def _encode(s:pd.Series):
     span = v.max() - v.min()
     return (v - v.min()) / (span if span else 1), None
 
-# %% ../nbs/09_plots.ipynb #001c
+# %% ../nbs/09_plots.ipynb #0020
 def plot_parallel(runs:pd.DataFrame, # one row per completed run
                   cols:list, # parameter columns, in axis order
                   metric:str='error_rate', ax=None, cmap:str='viridis_r'): # colour column (low = bright)

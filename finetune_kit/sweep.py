@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 __all__ = ['SWEEP_EXAMPLE', 'METRICS', 'TRAIN_CMD', 'yaml_lines', 'config_defaults', 'infer_distribution', 'SweepSpec',
            'validate_sweep', 'suggest_config', 'grid_space', 'make_sampler', 'make_pruner', 'open_study',
            'check_models', 'preflight', 'launch_trial', 'read_history', 'follow_trial', 'trial_outcome', 'SweepStopped',
-           'LocalSweep', 'results_table', 'sweep', 'sweep_cli', 'run_local', 'wandb_login_check', 'run_wandb']
+           'LocalSweep', 'results_table', 'sweep', 'sweep_cli', 'trial_threads', 'run_local', 'wandb_login_check',
+           'run_wandb']
 
 # %% ../nbs/07_sweep.ipynb #0005
 SWEEP_EXAMPLE = Path(str(files('finetune_kit')))/'assets'/'model-selection-sweep.yaml'
@@ -379,13 +380,13 @@ _LAUNCHER = ("import ctypes, os, signal, sys\n"
              "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
              "os.execvp(sys.argv[2], sys.argv[2:])")
 
-def launch_trial(cfg:dict, trial_dir:Path, cmd=TRAIN_CMD, threads:int=1)->subprocess.Popen:
+def launch_trial(cfg:dict, trial_dir:Path, cmd=None, threads:int=1)->subprocess.Popen:
     "Write `trial.yaml` and start the trainer on it, logging to `log.txt`"
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir/'trial.yaml').write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
     with open(trial_dir/'log.txt', 'w') as log:
-        return subprocess.Popen([sys.executable, '-c', _LAUNCHER, str(os.getpid()), *cmd, '--config',
+        return subprocess.Popen([sys.executable, '-c', _LAUNCHER, str(os.getpid()), *(cmd or TRAIN_CMD), '--config',
                                  str(trial_dir/'trial.yaml'), '--out', str(trial_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 # %% ../nbs/07_sweep.ipynb #0049
@@ -646,7 +647,7 @@ def sweep(yaml_path, # W&B sweep YAML (or dict)
           overrides:dict|None=None, # config keys to fix, e.g. {'epochs': 1}
           max_failures:int=3, # stop after this many consecutive failed trials
           preflight_check:bool=True, # build every model and run one batch before the first trial
-          trainer_cmd=TRAIN_CMD, # the command a trial runs; `--config FILE --out DIR` are appended
+          trainer_cmd=None, # the command a trial runs (default `finetune-kit train`); `--config FILE --out DIR` are appended
           heartbeat_s:int=10, # a trial silent for 3 heartbeats is lost, and retried once
           seed:int|None=0, # sampler seed
          )->Path:
@@ -657,7 +658,7 @@ def sweep(yaml_path, # W&B sweep YAML (or dict)
     if backend == 'wandb': wandb_login_check()
     if preflight_check: preflight(spec)
     out = _prepare_out(spec, out)
-    _BACKENDS[backend](spec, n, out, workers=workers, storage=storage, cmd=tuple(trainer_cmd),
+    _BACKENDS[backend](spec, n, out, workers=workers, storage=storage, cmd=tuple(trainer_cmd or TRAIN_CMD),
                        max_failures=max_failures, heartbeat_s=heartbeat_s, seed=seed)
     return out
 
@@ -682,10 +683,15 @@ def sweep_cli(argv:list[str]|None=None)->Path:
 # %% ../nbs/07_sweep.ipynb #0063
 def _cores()->int: return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
+def trial_threads(workers:int=1)->int:
+    "Torch threads per trial: the cores that are idle (by the 1-minute load average), split between the workers"
+    idle = _cores() - (os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0)
+    return max(1, min(_cores(), int(round(idle))) // workers)
+
 def run_local(spec:SweepSpec, count:int, out:Path, workers:int=1, storage=None, cmd=TRAIN_CMD, max_failures:int=3,
               heartbeat_s:int=10, seed=0):
     "Run the sweep with Optuna on this machine, `workers` trials at a time"
-    sw = LocalSweep(spec, None, out, count, cmd, max_failures, max(1, _cores()//workers))
+    sw = LocalSweep(spec, None, out, count, cmd, max_failures, trial_threads(workers))
     with sw.locked(): sw.study = open_study(spec, out, storage, heartbeat_s, count, seed)
     sw.run(workers)
     with sw.locked(): results_table(sw.study).to_csv(out/'results.csv', index=False)
@@ -721,6 +727,6 @@ def run_wandb(spec:SweepSpec, count:int, out:Path, workers:int=1, cmd=TRAIN_CMD,
     sweep_id = wandb.sweep({k: v for k,v in spec.wandb.items() if k not in ('program', 'command')},
                            project=spec.wandb.get('project') or spec.fixed.get('wandb_project') or 'finetune_kit')
     (out/'wandb_sweep_id.txt').write_text(sweep_id)
-    wandb.agent(sweep_id, function=lambda: _wandb_trial(spec, out, cmd, max(1, _cores()//workers)), count=count)
+    wandb.agent(sweep_id, function=lambda: _wandb_trial(spec, out, cmd, trial_threads(workers)), count=count)
 
 _BACKENDS = {'local': run_local, 'wandb': run_wandb}

@@ -19,7 +19,7 @@ from fastai.callback.core import Callback
 __all__ = ['clean_config', 'has_wandb_login', 'wandb_reachable', 'resolve_mode', 'TrackingSession', 'start_tracking',
            'learner_config', 'peak_mem_gib', 'model_family', 'WandbTracker', 'finish_tracking', 'read_offline_run']
 
-# %% ../nbs/05_tracking.ipynb #000e
+# %% ../nbs/05_tracking.ipynb #000f
 _SECRET_RE = re.compile(r'(^|_)(api_?key|token|secret|password|passwd|credentials?|auth)(_|$)')
 
 def _is_secret(k, v) -> bool:
@@ -28,7 +28,7 @@ def _is_secret(k, v) -> bool:
     key = os.environ.get('WANDB_API_KEY') or ''
     return len(key) >= 16 and isinstance(v, str) and key in v
 
-# %% ../nbs/05_tracking.ipynb #000f
+# %% ../nbs/05_tracking.ipynb #0010
 def _plain(v):
     "JSON-friendly copy of config value `v`"
     if isinstance(v, dict) or is_dataclass(v) and not isinstance(v, type): return clean_config(v)
@@ -38,26 +38,26 @@ def _plain(v):
     if getattr(v, 'ndim', None) == 0 and hasattr(v, 'item'): return v.item()
     return str(v)
 
-# %% ../nbs/05_tracking.ipynb #0010
+# %% ../nbs/05_tracking.ipynb #0011
 def clean_config(config:dict|object, # a dict or a dataclass (e.g. `TrainConfig`)
                 ) -> dict:
     "Copy of `config` that is safe to log: secret-looking keys dropped, values JSON-friendly"
     if is_dataclass(config) and not isinstance(config, type): config = asdict(config)
     return {str(k): _plain(v) for k, v in (config or {}).items() if not _is_secret(k, v)}
 
-# %% ../nbs/05_tracking.ipynb #0013
+# %% ../nbs/05_tracking.ipynb #0014
 def _wandb_url() -> str:
     "The W&B server's URL: `WANDB_BASE_URL`, default https://api.wandb.ai"
     return (os.environ.get('WANDB_BASE_URL') or 'https://api.wandb.ai').rstrip('/')
 
-# %% ../nbs/05_tracking.ipynb #0014
+# %% ../nbs/05_tracking.ipynb #0015
 def has_wandb_login() -> bool:
     "Whether a W&B API key is available (env var or netrc entry), without reading it out"
     if os.environ.get('WANDB_API_KEY') or os.environ.get('WANDB_IDENTITY_TOKEN_FILE'): return True
     try: return netrc.netrc(os.environ.get('NETRC')).authenticators(urlparse(_wandb_url()).hostname) is not None
     except (OSError, netrc.NetrcParseError): return False
 
-# %% ../nbs/05_tracking.ipynb #0015
+# %% ../nbs/05_tracking.ipynb #0016
 def wandb_reachable(timeout:float=3.0, # seconds to wait, DNS lookup and TLS handshake included
                    ) -> bool:
     "Whether the W&B server answers an HTTP request (any status, verified TLS) within `timeout` seconds"
@@ -69,7 +69,7 @@ def wandb_reachable(timeout:float=3.0, # seconds to wait, DNS lookup and TLS han
     t = threading.Thread(target=_try, daemon=True); t.start(); t.join(timeout)
     return bool(ok)
 
-# %% ../nbs/05_tracking.ipynb #0018
+# %% ../nbs/05_tracking.ipynb #0019
 _MODES = ('auto', 'online', 'offline', 'dryrun', 'disabled')
 
 def resolve_mode(mode:str=None, # 'online', 'offline', 'disabled' or 'auto'; None reads `WANDB_MODE`
@@ -80,7 +80,7 @@ def resolve_mode(mode:str=None, # 'online', 'offline', 'disabled' or 'auto'; Non
     if mode in ('offline', 'dryrun', 'disabled'): return 'disabled' if mode == 'disabled' else 'offline'
     return 'online' if has_wandb_login() and wandb_reachable() else 'offline'
 
-# %% ../nbs/05_tracking.ipynb #001b
+# %% ../nbs/05_tracking.ipynb #001c
 @dataclass
 class TrackingSession:
     "An open W&B run and how it was started"
@@ -96,14 +96,14 @@ class TrackingSession:
         "The command that uploads this run later, for offline runs"
         return f'wandb sync {shlex.quote(str(self.local_dir))}' if self.mode == 'offline' else None
 
-# %% ../nbs/05_tracking.ipynb #001c
+# %% ../nbs/05_tracking.ipynb #001d
 def _wandb_init(mode:str, run_dir:Path, **kwargs):
     "`wandb.init` in `mode` writing under `run_dir`; quiet offline, where we print the sync line ourselves"
     import wandb
     return wandb.init(dir=str(run_dir), mode=mode, reinit='finish_previous',
                       settings=wandb.Settings(silent=mode == 'offline', init_timeout=60), **kwargs)
 
-# %% ../nbs/05_tracking.ipynb #001d
+# %% ../nbs/05_tracking.ipynb #001e
 def start_tracking(config:dict, # the run's config (`TrainConfig` dict); cleaned before logging
                    run_dir:Path, # the training run's folder; W&B writes to `run_dir/wandb`
                    project:str='finetune_kit', # W&B project
@@ -123,7 +123,7 @@ def start_tracking(config:dict, # the run's config (`TrainConfig` dict); cleaned
         mode, run = 'offline', _wandb_init('offline', run_dir, **kw)
     return TrackingSession(run, mode, run_dir)
 
-# %% ../nbs/05_tracking.ipynb #0020
+# %% ../nbs/05_tracking.ipynb #0021
 def learner_config(learn:Learner) -> dict:
     "Plain facts about `learn` for the W&B config (what fastai's `gather_args` aims at, without its crash)"
     dls = learn.dls
@@ -132,7 +132,7 @@ def learner_config(learn:Learner) -> dict:
             'loss_func': type(learn.loss_func).__name__, 'opt_func': getattr(learn.opt_func, '__name__', str(learn.opt_func)),
             'metrics': [getattr(m, 'name', str(m)) for m in learn.metrics], 'cbs': [type(cb).__name__ for cb in learn.cbs]}
 
-# %% ../nbs/05_tracking.ipynb #0022
+# %% ../nbs/05_tracking.ipynb #0023
 def peak_mem_gib(device=None, # the training device; None means CPU
                 ) -> float:
     "Peak memory in GiB: `torch.cuda.max_memory_allocated` on a GPU, the process's peak RSS on a CPU"
@@ -143,14 +143,14 @@ def peak_mem_gib(device=None, # the training device; None means CPU
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (2**30 if sys.platform == 'darwin' else 2**20)
 
-# %% ../nbs/05_tracking.ipynb #0024
+# %% ../nbs/05_tracking.ipynb #0025
 def model_family(model_name:str|None) -> str|None:
     "Architecture family of a timm model name: `convnext_tiny.fb_in22k` -> `convnext`"
     if not model_name: return None
     tok = re.sub(r'^tf_', '', model_name.split('.')[0].lower()).split('_')[0]
     return re.sub(r'(?<![v\d])\d+[a-z]*$', '', tok) or tok
 
-# %% ../nbs/05_tracking.ipynb #0027
+# %% ../nbs/05_tracking.ipynb #0028
 class WandbTracker(Callback):
     "Log per-epoch losses, metrics and lr, and a fit summary, of a fastai `Learner` to the open W&B run"
     order = Recorder.order + 1
@@ -160,7 +160,7 @@ class WandbTracker(Callback):
         self.model_family, self.log_preds, self.n_preds = model_family, log_preds, n_preds
         self._run_id = None
 
-# %% ../nbs/05_tracking.ipynb #0028
+# %% ../nbs/05_tracking.ipynb #0029
 @patch
 def before_fit(self:WandbTracker):
     "Check there is an open run; on a new run log the learner's facts and pick up its epoch count"
@@ -176,14 +176,14 @@ def before_fit(self:WandbTracker):
         if self._device().type == 'cuda' and not self.epoch_n: torch.cuda.reset_peak_memory_stats(self._device())
     self._t_fit = time.perf_counter()
 
-# %% ../nbs/05_tracking.ipynb #0029
+# %% ../nbs/05_tracking.ipynb #002a
 @patch
 def _device(self:WandbTracker) -> torch.device:
     "The device the model's parameters are on"
     p = next(iter(self.learn.model.parameters()), None)
     return p.device if p is not None else torch.device('cpu')
 
-# %% ../nbs/05_tracking.ipynb #002a
+# %% ../nbs/05_tracking.ipynb #002b
 @patch
 def before_epoch(self:WandbTracker): self._t_epoch, self._trained = time.perf_counter(), False
 
@@ -192,7 +192,7 @@ def before_train(self:WandbTracker):
     "Only epochs that train are logged: `validate`, `get_preds` and resumed (skipped) epochs fire epoch events too"
     self._trained = self._fit_trained = True
 
-# %% ../nbs/05_tracking.ipynb #002b
+# %% ../nbs/05_tracking.ipynb #002c
 def _scalars(names, values) -> dict:
     "The items of a fastai `Recorder` row that are numbers, as floats"
     res = {}
@@ -201,7 +201,7 @@ def _scalars(names, values) -> dict:
         except (TypeError, ValueError): pass
     return res
 
-# %% ../nbs/05_tracking.ipynb #002c
+# %% ../nbs/05_tracking.ipynb #002d
 @patch
 def after_epoch(self:WandbTracker):
     "Log this epoch's losses, metrics, lr and time as one W&B step"
@@ -213,7 +213,7 @@ def after_epoch(self:WandbTracker):
     wandb.log({'epoch': self.epoch_n, **vals, 'lr': self.opt.hypers[-1]['lr'], 'frozen': int(bool(self.opt.frozen_idx)),
                'epoch_time_s': time.perf_counter() - self._t_epoch})
 
-# %% ../nbs/05_tracking.ipynb #002d
+# %% ../nbs/05_tracking.ipynb #002e
 @patch
 def after_fit(self:WandbTracker):
     "Write the run summary: fit_time (all fits so far), GPU_mem (peak GiB), model_family, n_params"
@@ -225,7 +225,7 @@ def after_fit(self:WandbTracker):
                               'n_params': sum(p.numel() for p in self.learn.model.parameters()), 'epochs_done': self.epoch_n})
     if self.log_preds: self._log_preds()
 
-# %% ../nbs/05_tracking.ipynb #002f
+# %% ../nbs/05_tracking.ipynb #0030
 @patch
 def _log_preds(self:WandbTracker):
     "Log a `wandb.Table` of the first `n_preds` validation targets, predictions and probabilities"
@@ -237,7 +237,7 @@ def _log_preds(self:WandbTracker):
     rows = [[name(t), name(p.argmax()), float(p.max())] for t, p in zip(targs, probs)]
     wandb.log({'predictions': wandb.Table(columns=['target', 'prediction', 'probability'], data=rows)})
 
-# %% ../nbs/05_tracking.ipynb #0031
+# %% ../nbs/05_tracking.ipynb #0032
 def finish_tracking(session:TrackingSession|None, # from `start_tracking`; None does nothing
                     summary:dict=None, # final metrics (`metrics.json`), added to the run summary
                     status:str='completed', # 'completed', 'pruned' or 'failed: <reason>'
@@ -248,7 +248,7 @@ def finish_tracking(session:TrackingSession|None, # from `start_tracking`; None 
     session.run.finish(exit_code=1 if status.startswith('failed') else 0)
     return session.sync_line
 
-# %% ../nbs/05_tracking.ipynb #0035
+# %% ../nbs/05_tracking.ipynb #0036
 def _run_file(path) -> Path:
     "The newest `run-*.wandb` log at or under `path`"
     path = Path(path)
@@ -257,7 +257,7 @@ def _run_file(path) -> Path:
     if not files: raise FileNotFoundError(f'No W&B run log (run-*.wandb) under {path}: was it trained with tracking=wandb?')
     return max(files, key=lambda p: p.stat().st_mtime)
 
-# %% ../nbs/05_tracking.ipynb #0036
+# %% ../nbs/05_tracking.ipynb #0037
 def _leet_inspect(*args) -> str:
     "stdout of `wandb leet inspect ARGS`, wandb's reader of `.wandb` logs"
     cmd = [sys.executable, '-m', 'wandb', 'leet', 'inspect', *map(str, args)]
@@ -265,7 +265,7 @@ def _leet_inspect(*args) -> str:
     if res.returncode: raise RuntimeError(f"`wandb leet inspect` failed ({res.returncode}): {res.stderr.strip()[-500:]}")
     return res.stdout
 
-# %% ../nbs/05_tracking.ipynb #0037
+# %% ../nbs/05_tracking.ipynb #0038
 def read_offline_run(run_dir:Path, # training run folder, its `wandb/`, the run's own folder, or a `.wandb` file
                     ) -> dict:
     "config, summary, per-step history (DataFrame), state and exit code of a local W&B run, read by wandb itself"

@@ -17,7 +17,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.interpret import ClassificationInterpretation
 from fastai.torch_core import set_seed
 from fastcore.imports import IN_NOTEBOOK
-from fastcore.basics import patch_to
+from fastcore.basics import patch_to, noop
 from .data import get_dls
 from .learner import timm_learner, POOLS
 from . import plots
@@ -50,9 +50,9 @@ class TrainConfig:
     task:str = 'auto'          # 'auto', 'single', 'binary' or 'multi'
     label_delim:str|None = None # multi-label separator in CSV labels
     label_re:str|None = None   # regex with one group taking the label from a file name
-    lr_mult:float = 10.0       # head lr / stem lr (discriminative learning rates)
+    lr_mult:float = 3.0        # head lr / stem lr (discriminative learning rates)
     weight_decay:float = 0.01
-    label_smoothing:float = 0.1
+    label_smoothing:float = 0.0
     drop_rate:float = 0.0
     early_stop_patience:int = 0 # 0 = off
     max_items:int|None = None  # use at most this many training images (quick experiments)
@@ -67,6 +67,7 @@ _TRUE, _FALSE = {'true','1','yes','y','on'}, {'false','0','no','n','off'}
 
 def _coerce(name:str, v, tp:str):
     "Convert `v` to the type annotated as `tp` (a string under `from __future__ import annotations`)."
+    tp = str(tp).replace(' ', '')
     if v is None or (isinstance(v, str) and v.lower() in ('none','null','') and 'None' in tp): return None
     try:
         if tp.startswith('bool'):
@@ -352,7 +353,7 @@ def _setup(learn, cfg:TrainConfig, out:Path, verbose:bool):
     learn.path, learn.model_dir = out, 'checkpoint'
     learn.add_cb(NanGuard())
     lines = verbose and not IN_NOTEBOOK and not sys.stdout.isatty()
-    if lines or not verbose: learn.remove_cb(ProgressCallback)
+    if lines or not verbose: learn.remove_cb(ProgressCallback); learn.logger = noop  # no raw log lists either
     if cfg.early_stop_patience: learn.add_cb(EarlyStoppingCallback(patience=cfg.early_stop_patience))
     if cfg.tracking != 'wandb': return None, lines
     from finetune_kit.tracking import start_tracking, WandbTracker
@@ -369,10 +370,10 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     "Fine-tune `cfg.model_name` on `cfg.data`, writing everything to the run folder."
     cfg = _as_config(cfg, overrides)
     cfg, state = _resume_state(cfg) if resume else (cfg, None)
+    set_seed(cfg.seed)
+    learn = build_learner(cfg)  # bad data or model names fail here, before a run folder exists
     out = run_dir(cfg)
     if not resume: cfg.to_yaml(out/'config.yaml'); (out/'history.csv').unlink(missing_ok=True)
-    set_seed(cfg.seed)
-    learn = build_learner(cfg)
     session, lines = _setup(learn, cfg, out, verbose)
     if cbs: learn.add_cbs(cbs)
     lr, extra = _pick_lr(learn, cfg, out)

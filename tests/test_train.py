@@ -133,3 +133,19 @@ def test_wandb_offline_run_reads_back(tiny_folder, tmp_path):
     np.testing.assert_allclose(h.valid_loss, pd.read_csv(out/'history.csv').valid_loss, rtol=1e-6)
     assert run['summary']['status'] == 'completed' and run['summary']['fit_time'] > 0
     assert run['config']['model_name'] == 'efficientnet_lite0'
+
+def test_learning_rate_auto_runs_lr_finder(tiny_folder, tmp_path):
+    res = train(data=str(tiny_folder), out=str(tmp_path/'auto'), verbose=False, **{**TINY, 'learning_rate': 'auto', 'batch_size': 8})
+    assert res.status == 'completed' and (res.out/'lr_find.png').is_file()
+    assert 1e-7 < res.metrics['lr_found'] < 10 and res.metrics['learning_rate_used'] == res.metrics['lr_found']
+    assert yaml.safe_load((res.out/'config.yaml').read_text())['learning_rate'] == 'auto'
+
+def test_cli_check_data(tiny_folder, tmp_path):
+    import shutil
+    d = tmp_path/'data'; shutil.copytree(tiny_folder, d)
+    (d/'train'/'Bag'/'broken.png').write_bytes(b'not a png')
+    r = run_cli('check-data', d)
+    assert r.returncode == 0, r.stderr
+    assert 'broken.png' in r.stdout + r.stderr and 'Bag' in r.stdout
+    r = run_cli('check-data', tmp_path/'missing')
+    assert r.returncode == 2 and 'missing' in r.stderr and 'Traceback' not in r.stderr

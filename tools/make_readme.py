@@ -18,6 +18,7 @@ def readme_text(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
             c = copy.deepcopy(c)
             c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|')).strip()
             c.outputs = [o for o in c.outputs if o.get('output_type') in ('execute_result', 'stream')]
+        c = copy.deepcopy(c); c.metadata = {}
         cells.append(c)
     nb.cells = cells
     body, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
