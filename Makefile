@@ -45,7 +45,7 @@ check-export: export
 	@test -z "$$(git status --porcelain --untracked-files=all -- finetune_kit | grep -v __pycache__)" || (git status --short -- finetune_kit; echo "nbdev-export created files that are not committed" && exit 1)
 
 nbtest: $(VENV)/.dev-deps
-	$(BIN)/nbdev-test --flags slow --n_workers 1
+	$(BIN)/nbdev-test --flags slow --n-workers 1 --do-print --timing
 
 pytest: $(VENV)/.dev-deps
 	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
