@@ -393,7 +393,7 @@ def test_real_kill_and_resume(tmp_path, tiny_data):
 
 def test_ctrl_c_requeues_the_running_trial(tmp_path, fake, monkeypatch):
     "Ctrl-C stops the running trial, which is queued again; the same command then finishes the sweep"
-    monkeypatch.setenv('FAKE_EPOCH_S', '0.4')
+    monkeypatch.setenv('FAKE_EPOCH_S', '2')  # slow epochs: under load the signal must still land mid-trial
     s = {'method': 'random', 'name': 'cc', 'parameters': {'learning_rate': {'distribution': 'log_uniform_values', 'min': 1e-4, 'max': 1e-2},
                                               'epochs': {'value': 3}}}
     kw = dict(yaml_path=s, count=2, out=str(tmp_path/'sw'), trainer_cmd=fake, preflight_check=False)
