@@ -234,8 +234,10 @@ def test_consecutive_failures_stop_the_sweep(tmp_path, fake):
 def _sweep_process(**kw):
     "A sweep in its own process (as `finetune-kit sweep` would be)"
     code = "import json, sys; from finetune_kit.sweep import sweep; sweep(**json.loads(sys.argv[1]))"
+    # a background job (CI) inherits SIGINT ignored; restore the default so Python turns it into KeyboardInterrupt
     return subprocess.Popen([sys.executable, '-c', code, json.dumps(kw, default=str)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 def _wait_for(cond, timeout=60):
     t = time.time()
