@@ -424,9 +424,10 @@ def get_dls(spec='sample',             # dataset name, folder, CSV file or DataF
             check:bool=True,           # decode every file first, leaving out the bad ones
             in_memory='auto',          # keep the resized images in memory (True/False/'auto': if they fit)
             max_bad_pct:float=MAX_BAD_PCT, device=None,
-            max_items:int=None):       # use a seeded random subset of at most this many training images
+            max_items:int=None,        # use a seeded random subset of at most this many training images
+            progress:bool=True):       # a progress bar while the files are checked
     "Checked fastai `DataLoaders` for `spec`, with `dls.task` and `dls.data_report`."
-    report = check_data(spec, valid_pct, seed, label_delim, label_re, task, max_bad_pct, decode=check)
+    report = check_data(spec, valid_pct, seed, label_delim, label_re, task, max_bad_pct, decode=check, progress=progress)
     item_tfms, batch_tfms = get_tfms(img_size, resize_method, aug, noise_std, mean, std)
     items = _cap_train(report.items, max_items, seed)
     mem = _in_memory(in_memory, len(items), img_size)

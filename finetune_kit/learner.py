@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from fastai.learner import Learner
 from fastai.callback.core import Callback
+from fastai.callback.fp16 import MixedPrecision  # patches Learner.to_bf16/to_fp16
+from fastai.callback.channelslast import ChannelsLast  # patches Learner.to_channelslast
 from fastai.losses import CrossEntropyLossFlat, BCEWithLogitsLossFlat
 from fastai.metrics import (accuracy, error_rate, Precision, Recall, F1Score, RocAucBinary,
                             accuracy_multi, FBetaMulti, RocAucMulti)
@@ -98,6 +100,6 @@ def timm_learner(dls, # fastai DataLoaders; `dls.task` picks metrics and loss ('
     learn = Learner(dls, model, loss_func=loss_func or task_loss(task, label_smoothing),
                     metrics=task_metrics(task) if metrics is None else metrics, splitter=timm_splitter,
                     cbs=[PlainTensors()] + list(kwargs.pop('cbs', None) or []), **kwargs)
-    if channels_last: learn = learn.to_channelslast()
+    if channels_last: learn = learn.to_channelslast(use_amp=False)  # precision is set_precision's call
     if pretrained: learn.freeze()
     return set_precision(learn, mixed_precision)

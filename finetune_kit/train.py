@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/train.html.md"""
 
 # %% ../nbs/06_train.ipynb #0003
 from __future__ import annotations
-import os, sys, json, math, time, random, platform, dataclasses, difflib, types, typing
+import os, sys, json, math, time, random, shutil, functools, platform, dataclasses, difflib, types, typing
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
@@ -31,7 +31,7 @@ __all__ = ['TrainConfig', 'NanGuard', 'RunLog', 'save_weights', 'EpochLine', 'bu
 class TrainConfig:
     "Everything `train` needs; keys match the W&B sweep YAML and the CLI flags."
     model_name:str = 'efficientnet_lite0' # timm name (tagged ok); offline: efficientnet_lite0/1/2
-    learning_rate:float|str = 2e-3 # peak lr of the head, or 'auto' (LR finder)
+    learning_rate:float|str = 3e-3 # peak lr of the head, or 'auto' (LR finder)
     batch_size:int = 64
     epochs:int = 5             # epochs with the whole network trainable
     freeze_epochs:int = 0      # warm-up epochs training the new head only
@@ -198,12 +198,12 @@ class EpochLine(Callback):
         print(f"[{self.phase}] epoch {self.epoch0 + self.epoch + 1}/{self.total}  " + '  '.join(vals), flush=True)
 
 # %% ../nbs/06_train.ipynb #0018
-def build_learner(cfg:TrainConfig):
+def build_learner(cfg:TrainConfig, progress:bool=True):
     "DataLoaders and a `timm_learner` for `cfg`."
     dls = get_dls(cfg.data, img_size=cfg.img_size, batch_size=cfg.batch_size, valid_pct=cfg.valid_pct, seed=cfg.seed,
                   resize_method=cfg.resize_method, aug=cfg.aug, noise_std=cfg.noise_std, task=cfg.task,
                   label_delim=cfg.label_delim, label_re=cfg.label_re, num_workers=cfg.num_workers,
-                  max_items=cfg.max_items)
+                  max_items=cfg.max_items, progress=progress)
     if len(dls.train) == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(dls.train_ds)} training images: lower it")
     return timm_learner(dls, cfg.model_name, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path,
@@ -287,9 +287,10 @@ def finish_run(learn, cfg:TrainConfig, out:Path, status:str, fit_time:float, n_s
     "Reload the best weights, evaluate, write metrics.json, plots and the model bundle; return the metrics."
     from safetensors.torch import load_file
     best = out/'model'/'model.safetensors'
-    if best.exists() and status == 'completed': learn.model.load_state_dict(load_file(str(best)))
+    usable = best.exists() and (status == 'completed' or status.startswith('stopped'))  # a stopped run keeps its best epoch
+    if usable: learn.model.load_state_dict(load_file(str(best)))
     metrics = {}
-    if status == 'completed':
+    if usable:
         vals = learn.validate()
         metrics = dict(zip([n for n in learn.recorder.metric_names[2:] if n != 'time'], map(float, vals)))
         _eval_outputs(learn, out, learn.dls.task)
@@ -371,15 +372,16 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     cfg = _as_config(cfg, overrides)
     cfg, state = _resume_state(cfg) if resume else (cfg, None)
     set_seed(cfg.seed)
-    learn = build_learner(cfg)  # bad data or model names fail here, before a run folder exists
+    learn = build_learner(cfg, progress=verbose)  # bad data or model names fail here, before a run folder exists
     out = run_dir(cfg)
-    if not resume: cfg.to_yaml(out/'config.yaml'); (out/'history.csv').unlink(missing_ok=True)
+    if not resume: _fresh(out); cfg.to_yaml(out/'config.yaml')
     session, lines = _setup(learn, cfg, out, verbose)
     if cbs: learn.add_cbs(cbs)
     lr, extra = _pick_lr(learn, cfg, out)
+    if getattr(learn.dls.device, 'type', None) == 'cuda': torch.cuda.reset_peak_memory_stats(learn.dls.device)
     t0, done0 = time.time(), _epochs_done(out)
     fit_phases(learn, cfg, lr, out, resume=state, verbose=lines)
-    fit_time, status = time.time() - t0, 'failed: nan loss' if learn.nan_guard.failed else 'completed'
+    fit_time, status = time.time() - t0, _final_status(learn, cfg, _epochs_done(out))
     n_seen = (_epochs_done(out) - done0) * len(learn.dls.train) * learn.dls.bs
     metrics = finish_run(learn, cfg, out, status, fit_time, n_seen, dict(learning_rate_used=lr, **extra))
     sync = None
@@ -393,6 +395,17 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
 def _epochs_done(out:Path)->int:
     h = out/'history.csv'
     return len(pd.read_csv(h)) if h.exists() else 0
+
+def _fresh(out:Path):
+    "Clear what an earlier run left in `out` (history, weights, checkpoint) before a new one starts."
+    (out/'history.csv').unlink(missing_ok=True)
+    for d in ('model', 'checkpoint'): shutil.rmtree(out/d, ignore_errors=True)
+
+def _final_status(learn, cfg:TrainConfig, done:int)->str:
+    "'failed: nan loss', 'stopped: N/M epochs' when a callback cancelled the fit early, else 'completed'."
+    if learn.nan_guard.failed: return 'failed: nan loss'
+    planned = cfg.freeze_epochs + cfg.epochs
+    return f'stopped: {done}/{planned} epochs' if done < planned and not cfg.early_stop_patience else 'completed'
 
 # %% ../nbs/06_train.ipynb #0033
 def load_bundle(model_dir)->tuple[torch.nn.Module, dict]:
@@ -428,13 +441,21 @@ def _prep(path, info:dict)->torch.Tensor:
     x = image2tensor(img).float() / 255
     return (x - torch.tensor(info['mean'])[:, None, None]) / torch.tensor(info['std'])[:, None, None]
 
+# %% ../nbs/06_train.ipynb #c4c7e0a1
+def _stamp(model_dir)->tuple:
+    "When the bundle's files last changed: a new bundle in the same folder is loaded afresh."
+    return tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in (Path(model_dir)/'model.json', Path(model_dir)/'model.safetensors'))
+
+@functools.lru_cache(maxsize=4)
+def _cached_bundle(path:str, stamp:tuple): return load_bundle(path)
+
 # %% ../nbs/06_train.ipynb #0035
 def predict(model_dir, # a run's `model/` folder
             items, # image paths and/or folders
             k:int=3, # how many top classes to report
             batch_size:int=64)->list[dict]:
     "One dict per image: `path`, `label`, `probability` and the `top_k` classes."
-    model, info = load_bundle(model_dir)
+    model, info = _cached_bundle(str(Path(model_dir).resolve()), _stamp(model_dir))
     files, vocab, res = _expand(items), info['vocab'], []
     for i in range(0, len(files), batch_size):
         fs = files[i:i+batch_size]

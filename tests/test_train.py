@@ -6,19 +6,14 @@ from PIL import Image
 from finetune_kit.train import TrainConfig, train, predict, load_bundle
 from finetune_kit.datasets import sample_path
 from fastai.callback.core import Callback
-from conftest import run_cli, BIN
+from conftest import run_cli, BIN, copy_sample
 
 TINY = dict(img_size=32, batch_size=16, epochs=1, learning_rate=3e-3)
 
 @pytest.fixture(scope='session')
 def tiny_folder(tmp_path_factory):
     "30 real Fashion-MNIST images of 3 classes, with train/ and valid/ folders."
-    root, src = tmp_path_factory.mktemp('tiny'), sample_path()
-    for split, n in (('train', 7), ('valid', 3)):
-        for cls in ('Trouser', 'Bag', 'Sneaker'):
-            (root/split/cls).mkdir(parents=True)
-            for f in sorted((src/split/cls).glob('*.png'))[:n]: (root/split/cls/f.name).write_bytes(f.read_bytes())
-    return root
+    return copy_sample(tmp_path_factory.mktemp('tiny'), 7, 3)
 
 def test_config_sources_agree(tmp_path):
     "YAML file, CLI-style strings and a W&B config dict give the same config; unknown keys are refused."
@@ -149,3 +144,17 @@ def test_cli_check_data(tiny_folder, tmp_path):
     assert 'broken.png' in r.stdout + r.stderr and 'Bag' in r.stdout
     r = run_cli('check-data', tmp_path/'missing')
     assert r.returncode == 2 and 'missing' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_channels_last_keeps_cpu_in_fp32(tiny_folder, tmp_path):
+    "`channels_last` trains in that memory format; on the CPU it adds no autocast (fastai's `to_channelslast` would)."
+    seen = {}
+    class Probe(Callback):
+        def after_pred(self):
+            conv = next(m for m in self.model.modules() if isinstance(m, torch.nn.Conv2d))
+            seen.setdefault('fmt', conv.weight.is_contiguous(memory_format=torch.channels_last))
+    res = train(TrainConfig(data=str(tiny_folder), out=str(tmp_path/'run'), pretrained=False, channels_last=True, **TINY),
+                verbose=False, cbs=[Probe()])
+    names = [type(c).__name__ for c in res.learn.cbs]
+    assert res.metrics['status'] == 'completed' and 'ChannelsLast' in names and 'MixedPrecision' not in names
+    assert seen['fmt'] and next(res.learn.model.parameters()).dtype == torch.float32

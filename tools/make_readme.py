@@ -23,6 +23,7 @@ def readme_text(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
     nb.cells = cells
     body, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     body = re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
+    body = re.sub(r'\]\((?![a-z]+://|/|#)([^)\s]+\.ipynb)\)', r'](nbs/\1)', body)  # notebook links, from the repo root
     return '<!-- generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file -->\n\n' + body
 
 if __name__ == '__main__':
