@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #0002
 from __future__ import annotations
-import hashlib, io, json, os, re, time, warnings
+import hashlib, io, json, os, re, sys, time, warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -287,9 +287,15 @@ def _duplicates(items:pd.DataFrame, md5s:list) -> list:
     return [(train[h], p) for p, v, h in zip(items.path, items.is_valid, md5s) if v and h in train]
 
 # %% ../nbs/01_data.ipynb #0032
+def _user_level() -> int:
+    "The `warnings.warn` stacklevel, for the function calling this one, of the first caller outside finetune_kit."
+    f, level, pkg = sys._getframe(1), 1, os.path.dirname(os.path.abspath(__file__))
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(pkg + os.sep): f, level = f.f_back, level + 1
+    return level
+
 def _warn_left_out(bad:list, n:int=100):
-    "One warning naming each file left out (the first `n`)."
-    if bad: warnings.warn(f'{len(bad)} file(s) left out:\n' + _fmt_list(bad, n), stacklevel=3)
+    "One warning naming each file left out (the first `n`), pointing at the user's call."
+    if bad: warnings.warn(f'{len(bad)} file(s) left out:\n' + _fmt_list(bad, n), stacklevel=_user_level())
 
 # %% ../nbs/01_data.ipynb #0033
 def _report(src:Source, res:list, task:str, decode:bool) -> DataReport:
@@ -321,9 +327,9 @@ def validate(self:DataReport, max_bad_pct:float=MAX_BAD_PCT) -> DataReport:
                          "both need some (add images or change valid_pct)")
     if len(self.classes) < 2 and self.task != 'multi':
         raise ValueError(f"{self.root} has a single class ({', '.join(self.classes)}): a classifier needs at least two")
-    if self.empty_classes: warnings.warn(f"classes without training images: {', '.join(self.empty_classes)}", stacklevel=2)
+    if self.empty_classes: warnings.warn(f"classes without training images: {', '.join(self.empty_classes)}", stacklevel=_user_level())
     if self.duplicates: warnings.warn(f"{len(self.duplicates)} identical file(s) in both train and valid, e.g. "
-                                      f"{self.duplicates[0][0]} and {self.duplicates[0][1]}", stacklevel=2)
+                                      f"{self.duplicates[0][0]} and {self.duplicates[0][1]}", stacklevel=_user_level())
     return self
 
 # %% ../nbs/01_data.ipynb #0037

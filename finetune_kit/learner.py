@@ -17,10 +17,12 @@ from fastai.metrics import (accuracy, error_rate, Precision, Recall, F1Score, Ro
                             accuracy_multi, FBetaMulti, RocAucMulti)
 from fastai.data.transforms import Normalize
 from timm.models._manipulate import group_with_matcher
+from .transforms import AddGaussianNoise
 from .models import create_model
 
 # %% auto #0
-__all__ = ['POOLS', 'timm_splitter', 'task_metrics', 'task_loss', 'set_norm', 'set_precision', 'PlainTensors', 'timm_learner']
+__all__ = ['POOLS', 'timm_splitter', 'task_metrics', 'task_loss', 'set_norm', 'set_precision', 'PlainTensors', 'init_head',
+           'CleanBatchNorm', 'timm_learner']
 
 # %% ../nbs/04_learner.ipynb #0006
 def timm_splitter(model:nn.Module)->list[list[nn.Parameter]]:
@@ -78,6 +80,32 @@ class PlainTensors(Callback):
 
 def _plain(t): return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else t
 
+# %% ../nbs/04_learner.ipynb #hd01a1b2
+def init_head(model:nn.Module, std:float=0.01)->nn.Module:
+    "Start the classifier near zero (normal weights of `std`, zero bias), so training does not begin confidently wrong."
+    head = model.get_classifier()
+    if isinstance(head, nn.Linear):
+        nn.init.normal_(head.weight, std=std)
+        if head.bias is not None: nn.init.zeros_(head.bias)
+    return model
+
+# %% ../nbs/04_learner.ipynb #cbn01a1b
+class CleanBatchNorm(Callback):
+    "Before each validation, re-estimate BatchNorm statistics on `n_batches` training batches with the noise off."
+    def __init__(self, n_batches:int=20): self.n_batches = n_batches
+    def before_validate(self):
+        noise = [t for t in self.dls.train.after_batch.fs if isinstance(t, AddGaussianNoise) and t.std > 0 and t.p > 0]
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if not (noise and bns): return
+        ps, moms = [t.p for t in noise], [m.momentum for m in bns]
+        for t in noise: t.p = 0.
+        for m in bns: m.reset_running_stats(); m.momentum = None; m.train()  # momentum None: a plain average
+        try:
+            for i, (xb, *_) in zip(range(self.n_batches), self.dls.train): self.model(_plain(xb))
+        finally:
+            for t, p in zip(noise, ps): t.p = p
+            for m, mom in zip(bns, moms): m.momentum = mom; m.eval()
+
 # %% ../nbs/04_learner.ipynb #0016
 POOLS = {'avg': 'avg', 'concat': 'catavgmax', 'max': 'max'}
 
@@ -94,12 +122,12 @@ def timm_learner(dls, # fastai DataLoaders; `dls.task` picks metrics and loss ('
     "A `Learner` for a timm backbone with a new head, pretrained normalisation, timm layer groups and task metrics."
     if pool not in POOLS: raise ValueError(f"pool={pool!r}: choose one of {', '.join(POOLS)}")
     task = getattr(dls, 'task', 'single')
-    model = create_model(model_name, num_classes=dls.c, pretrained=pretrained, pretrained_path=pretrained_path,
-                         global_pool=POOLS[pool], drop_rate=drop_rate)
+    model = init_head(create_model(model_name, num_classes=dls.c, pretrained=pretrained, pretrained_path=pretrained_path,
+                                   global_pool=POOLS[pool], drop_rate=drop_rate))
     set_norm(dls, model.pretrained_cfg['mean'], model.pretrained_cfg['std'])
     learn = Learner(dls, model, loss_func=loss_func or task_loss(task, label_smoothing),
                     metrics=task_metrics(task) if metrics is None else metrics, splitter=timm_splitter,
-                    cbs=[PlainTensors()] + list(kwargs.pop('cbs', None) or []), **kwargs)
+                    cbs=[PlainTensors(), CleanBatchNorm()] + list(kwargs.pop('cbs', None) or []), **kwargs)
     if channels_last: learn = learn.to_channelslast(use_amp=False)  # precision is set_precision's call
     if pretrained: learn.freeze()
     return set_precision(learn, mixed_precision)

@@ -282,17 +282,30 @@ def _save(fig, path):
     import matplotlib.pyplot as plt
     fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
 
+# %% ../nbs/06_train.ipynb #c4c7e0b2
+def _last_if_best(out:Path, learn)->dict|None:
+    "The last epoch's validation metrics when that epoch was the best one (no second validation pass needed)."
+    h = out/'history.csv'
+    if not h.exists(): return None
+    hist = pd.read_csv(h)
+    if 'valid_loss' not in hist or hist.valid_loss.isna().iloc[-1] or (hist.valid_loss.iloc[:-1] <= hist.valid_loss.iloc[-1]).any(): return None
+    names = [n for n in learn.recorder.metric_names[2:] if n != 'time']
+    return {n: float(hist[n].iloc[-1]) for n in names} if all(n in hist for n in names) else None
+
 # %% ../nbs/06_train.ipynb #0020
 def finish_run(learn, cfg:TrainConfig, out:Path, status:str, fit_time:float, n_seen:int, extra:dict=None)->dict:
     "Reload the best weights, evaluate, write metrics.json, plots and the model bundle; return the metrics."
     from safetensors.torch import load_file
+    t0 = time.time()
     best = out/'model'/'model.safetensors'
     usable = best.exists() and (status == 'completed' or status.startswith('stopped'))  # a stopped run keeps its best epoch
-    if usable: learn.model.load_state_dict(load_file(str(best)))
-    metrics = {}
-    if usable:
+    metrics = _last_if_best(out, learn) if status == 'completed' else None  # the model in memory is the best one
+    if usable and metrics is None:
+        learn.model.load_state_dict(load_file(str(best)))
         vals = learn.validate()
         metrics = dict(zip([n for n in learn.recorder.metric_names[2:] if n != 'time'], map(float, vals)))
+    metrics = metrics or {}
+    if usable:
         _eval_outputs(learn, out, learn.dls.task)
         (out/'model'/'model.json').write_text(json.dumps(bundle_info(learn, cfg), indent=2))
     from finetune_kit.tracking import peak_mem_gib, model_family
@@ -301,6 +314,7 @@ def finish_run(learn, cfg:TrainConfig, out:Path, status:str, fit_time:float, n_s
                    model_name=cfg.model_name, model_family=model_family(cfg.model_name), task=learn.dls.task,
                    n_train=len(learn.dls.train_ds), n_valid=len(learn.dls.valid_ds),
                    hardware=_hardware(learn), versions=_versions(), **(extra or {}))
+    metrics['finish_time_s'] = time.time() - t0  # evaluation, plots and bundle
     (out/'metrics.json').write_text(json.dumps(metrics, indent=2, default=str))
     if (out/'history.csv').exists(): _save(plots.plot_loss(pd.read_csv(out/'history.csv')), out/'loss.png')
     return metrics
@@ -372,7 +386,9 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     cfg = _as_config(cfg, overrides)
     cfg, state = _resume_state(cfg) if resume else (cfg, None)
     set_seed(cfg.seed)
+    t_setup = time.time()
     learn = build_learner(cfg, progress=verbose)  # bad data or model names fail here, before a run folder exists
+    t_setup = time.time() - t_setup  # data check, loading and the model
     out = run_dir(cfg)
     if not resume: _fresh(out); cfg.to_yaml(out/'config.yaml')
     session, lines = _setup(learn, cfg, out, verbose)
@@ -383,7 +399,7 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     fit_phases(learn, cfg, lr, out, resume=state, verbose=lines)
     fit_time, status = time.time() - t0, _final_status(learn, cfg, _epochs_done(out))
     n_seen = (_epochs_done(out) - done0) * len(learn.dls.train) * learn.dls.bs
-    metrics = finish_run(learn, cfg, out, status, fit_time, n_seen, dict(learning_rate_used=lr, **extra))
+    metrics = finish_run(learn, cfg, out, status, fit_time, n_seen, dict(learning_rate_used=lr, setup_time_s=t_setup, **extra))
     sync = None
     if session is not None:
         from finetune_kit.tracking import finish_tracking

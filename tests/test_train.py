@@ -158,3 +158,48 @@ def test_channels_last_keeps_cpu_in_fp32(tiny_folder, tmp_path):
     names = [type(c).__name__ for c in res.learn.cbs]
     assert res.metrics['status'] == 'completed' and 'ChannelsLast' in names and 'MixedPrecision' not in names
     assert seen['fmt'] and next(res.learn.model.parameters()).dtype == torch.float32
+
+
+def test_final_metrics_are_the_best_weights(tiny_folder, tmp_path):
+    "metrics.json holds what the saved best weights score on the validation set, with or without a second pass."
+    for epochs, lr in ((2, 3e-3), (3, 0.5)):  # lr 0.5: a later epoch is worse, so the best one is reloaded
+        res = train(TrainConfig(data=str(tiny_folder), out=str(tmp_path/f'r{epochs}'), pretrained=False,
+                                **{**TINY, 'epochs': epochs, 'learning_rate': lr}), verbose=False)
+        hist = res.history
+        best = hist.valid_loss.idxmin()
+        if lr == 0.5: assert best < len(hist) - 1  # the reload path really ran
+        vals = res.learn.validate()
+        assert res.metrics['valid_loss'] == pytest.approx(float(vals[0]), rel=1e-4)
+        assert res.metrics['valid_loss'] == pytest.approx(hist.valid_loss[best], rel=1e-4)
+        assert res.metrics['accuracy'] == pytest.approx(hist.accuracy[best], abs=1e-6)
+
+
+@pytest.mark.parametrize('clean', [True, False])
+def test_batchnorm_statistics_are_clean_under_noise(tiny_folder, clean):
+    "With Gaussian noise in training batches, `CleanBatchNorm` leaves BatchNorm statistics of clean images for validation."
+    from finetune_kit.data import get_dls
+    from finetune_kit.learner import timm_learner, CleanBatchNorm
+    dls = get_dls(str(tiny_folder), img_size=32, batch_size=8, noise_std=3.0, progress=False)
+    learn = timm_learner(dls, 'test_efficientnet', pretrained=False)
+    if not clean: learn.remove_cb(CleanBatchNorm)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)
+    bn = next(m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = {}
+    hook = bn.register_forward_hook(lambda m, i, o: seen.update(var=i[0].var(dim=(0, 2, 3))))  # returns None: output kept
+    xb = next(iter(dls.valid))[0].as_subclass(torch.Tensor)  # clean images, as validation sees them
+    with torch.no_grad(): learn.model.eval()(xb)
+    hook.remove()
+    ratio = float((bn.running_var / seen['var']).median())
+    assert (0.5 < ratio < 2) if clean else ratio > 4, ratio
+
+
+def test_new_head_starts_near_a_uniform_guess(tiny_folder):
+    "The fresh classifier starts near zero, so the first loss is about ln(classes), not confidently wrong."
+    import math
+    from finetune_kit.data import get_dls
+    from finetune_kit.learner import timm_learner
+    dls = get_dls(str(tiny_folder), img_size=32, batch_size=8, progress=False)
+    learn = timm_learner(dls, 'efficientnet_lite0')
+    xb, yb = dls.valid.one_batch()
+    with torch.no_grad(): loss = float(learn.loss_func(learn.model.eval()(xb.as_subclass(torch.Tensor)), yb))
+    assert abs(loss - math.log(3)) < 0.1, loss
