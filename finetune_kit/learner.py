@@ -116,7 +116,7 @@ def timm_learner(dls, # fastai DataLoaders; `dls.task` picks metrics and loss ('
                  pool:str='avg', # global pooling of the new head: 'avg', 'concat' (avg+max) or 'max'
                  drop_rate:float=0.0, # dropout before the classifier
                  label_smoothing:float=0.0, # for single-label cross-entropy
-                 channels_last:bool=False, # memory format (faster on some GPUs)
+                 channels_last:bool|None=None, # memory format; None: on the CPU only (faster there, slower on GPUs)
                  mixed_precision:bool=True, # bf16/fp16 autocast on CUDA
                  metrics=None, loss_func=None, **kwargs)->Learner: # passed to `Learner`
     "A `Learner` for a timm backbone with a new head, pretrained normalisation, timm layer groups and task metrics."
@@ -128,6 +128,7 @@ def timm_learner(dls, # fastai DataLoaders; `dls.task` picks metrics and loss ('
     learn = Learner(dls, model, loss_func=loss_func or task_loss(task, label_smoothing),
                     metrics=task_metrics(task) if metrics is None else metrics, splitter=timm_splitter,
                     cbs=[PlainTensors(), CleanBatchNorm()] + list(kwargs.pop('cbs', None) or []), **kwargs)
+    if channels_last is None: channels_last = getattr(dls.device, 'type', 'cpu') != 'cuda'
     if channels_last: learn = learn.to_channelslast(use_amp=False)  # precision is set_precision's call
     if pretrained: learn.freeze()
     return set_precision(learn, mixed_precision)
