@@ -289,8 +289,8 @@ def _duplicates(items:pd.DataFrame, md5s:list) -> list:
 # %% ../nbs/01_data.ipynb #0032
 def _user_level() -> int:
     "The `warnings.warn` stacklevel, for the function calling this one, of the first caller outside finetune_kit."
-    f, level, pkg = sys._getframe(1), 1, os.path.dirname(os.path.abspath(__file__))
-    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(pkg + os.sep): f, level = f.f_back, level + 1
+    f, level = sys._getframe(1), 1
+    while f is not None and f.f_globals.get('__name__', '').split('.')[0] == 'finetune_kit': f, level = f.f_back, level + 1
     return level
 
 def _warn_left_out(bad:list, n:int=100):
