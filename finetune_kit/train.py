@@ -376,6 +376,22 @@ def _setup(learn, cfg:TrainConfig, out:Path, verbose:bool):
     if session: learn.add_cb(WandbTracker())
     return session, lines
 
+# %% ../nbs/06_train.ipynb #c4c7e0c1
+def _epochs_done(out:Path)->int:
+    h = out/'history.csv'
+    return len(pd.read_csv(h)) if h.exists() else 0
+
+def _fresh(out:Path):
+    "Clear what an earlier run left in `out` (history, weights, checkpoint) before a new one starts."
+    (out/'history.csv').unlink(missing_ok=True)
+    for d in ('model', 'checkpoint'): shutil.rmtree(out/d, ignore_errors=True)
+
+def _final_status(learn, cfg:TrainConfig, done:int)->str:
+    "'failed: nan loss', 'stopped: N/M epochs' when a callback cancelled the fit early, else 'completed'."
+    if learn.nan_guard.failed: return 'failed: nan loss'
+    planned = cfg.freeze_epochs + cfg.epochs
+    return f'stopped: {done}/{planned} epochs' if done < planned and not cfg.early_stop_patience else 'completed'
+
 # %% ../nbs/06_train.ipynb #0026
 def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a YAML path
           resume:bool=False, # continue the interrupted run in `cfg.out` from its last checkpoint
@@ -407,21 +423,6 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     if verbose: print(f"{status}: {out}" + (f"\nupload this run with: {sync}" if sync else ''))
     hist = pd.read_csv(out/'history.csv') if (out/'history.csv').exists() else pd.DataFrame()
     return Result(out, status, metrics, hist, learn)
-
-def _epochs_done(out:Path)->int:
-    h = out/'history.csv'
-    return len(pd.read_csv(h)) if h.exists() else 0
-
-def _fresh(out:Path):
-    "Clear what an earlier run left in `out` (history, weights, checkpoint) before a new one starts."
-    (out/'history.csv').unlink(missing_ok=True)
-    for d in ('model', 'checkpoint'): shutil.rmtree(out/d, ignore_errors=True)
-
-def _final_status(learn, cfg:TrainConfig, done:int)->str:
-    "'failed: nan loss', 'stopped: N/M epochs' when a callback cancelled the fit early, else 'completed'."
-    if learn.nan_guard.failed: return 'failed: nan loss'
-    planned = cfg.freeze_epochs + cfg.epochs
-    return f'stopped: {done}/{planned} epochs' if done < planned and not cfg.early_stop_patience else 'completed'
 
 # %% ../nbs/06_train.ipynb #0033
 def load_bundle(model_dir)->tuple[torch.nn.Module, dict]:
