@@ -18,10 +18,10 @@ from optuna.trial import TrialState
 
 # %% auto #0
 __all__ = ['SWEEP_EXAMPLE', 'METRICS', 'TRAIN_CMD', 'yaml_lines', 'config_defaults', 'infer_distribution', 'SweepSpec',
-           'validate_sweep', 'suggest_config', 'grid_space', 'make_sampler', 'make_pruner', 'open_study',
-           'check_models', 'preflight', 'launch_trial', 'read_history', 'follow_trial', 'trial_outcome', 'SweepStopped',
-           'LocalSweep', 'results_table', 'sweep', 'sweep_cli', 'trial_threads', 'run_local', 'wandb_login_check',
-           'run_wandb']
+           'validate_sweep', 'suggest_config', 'grid_space', 'make_sampler', 'hyperband_bands', 'WandbHyperband',
+           'make_pruner', 'replay_pruner', 'open_study', 'check_models', 'preflight', 'launch_trial', 'read_history',
+           'follow_trial', 'trial_outcome', 'SweepStopped', 'LocalSweep', 'results_table', 'sweep', 'sweep_cli',
+           'trial_threads', 'run_local', 'wandb_login_check', 'run_wandb']
 
 # %% ../nbs/07_sweep.ipynb #0005
 SWEEP_EXAMPLE = Path(str(files('finetune_kit')))/'assets'/'model-selection-sweep.yaml'
@@ -177,6 +177,11 @@ def _hyperband_problems(d:dict):
     if et.get('type') != 'hyperband': yield ('early_terminate', 'type'), f"early_terminate type must be hyperband, got {et.get('type')!r}"
     for k, lo in (('min_iter', 1), ('max_iter', 1), ('s', 0), ('eta', 2)):
         if k in et and not (isinstance(et[k], int) and et[k] >= lo): yield ('early_terminate', k), f"{k} must be an integer >= {lo}, got {et[k]!r}"
+    if 'strict' in et and not isinstance(et['strict'], bool): yield ('early_terminate', 'strict'), f"strict must be true or false, got {et['strict']!r}"
+    if 'max_iter' in et and 's' not in et: yield ('early_terminate', 'max_iter'), "max_iter needs s, the number of bands below it (W&B then ignores min_iter); or give min_iter alone"
+    elif 'min_iter' not in et and 'max_iter' not in et: yield ('early_terminate',), "hyperband needs min_iter (the first epoch at which trials are compared), or max_iter and s"
+    elif isinstance(et.get('max_iter'), int) and isinstance(et.get('s'), int) and isinstance(eta := et.get('eta', 3), int) and (et['s'] < 1 or et['max_iter'] < eta):
+        yield ('early_terminate', 'max_iter'), f"no band: max_iter {et['max_iter']}, eta {eta} and s {et['s']} leave no epoch to compare runs at"
     if (d.get('metric') or {}).get('name') in _FINAL_ONLY:
         yield ('metric', 'name'), f"{d['metric']['name']} is only known at the end: hyperband needs a per-epoch metric such as valid_loss"
 
@@ -303,23 +308,67 @@ def make_sampler(spec:SweepSpec, count:int|None=None, seed:int|None=0)->optuna.s
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                           n_startup_trials=max(2, min(10, (count or 30)//3)))
 
-# %% ../nbs/07_sweep.ipynb #003a
-def _largest(spec:SweepSpec, key:str):
-    "The largest value `key` takes in the sweep (fixed, searched, or its default)"
-    if key in spec.fixed: return spec.fixed[key]
-    p = spec.parameters.get(key)
-    if p is None: return config_defaults().get(key)
-    vals = [v for v in _candidates(p, p['distribution']) if _num(v)]
-    return max(vals) if vals else None
+# %% ../nbs/07_sweep.ipynb #2e5a4f66
+def hyperband_bands(et:dict)->list[int]:
+    "The epochs at which W&B's hyperband compares runs: `max_iter/eta**k` for k = 1..s, else `min_iter*eta**k`"
+    eta = et.get('eta', 3)
+    if 'max_iter' in et:
+        return sorted(int(et['max_iter']/eta**k) for k in range(1, int(et.get('s', 0)) + 1) if et['max_iter']/eta**k >= 1)
+    return [int(et.get('min_iter', 1)*eta**k) for k in range(64) if et.get('min_iter', 1)*eta**k < 1e6]
 
+# %% ../nbs/07_sweep.ipynb #88a916cf
+def _history(t)->list[float]:
+    "A trial's reported values in epoch order, without NaN or inf"
+    return [v for _, v in sorted(t.intermediate_values.items()) if math.isfinite(v)]
+
+def _sign(study:optuna.Study)->int: return -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+
+# %% ../nbs/07_sweep.ipynb #681f52ba
+class WandbHyperband(optuna.pruners.BasePruner):
+    "W&B's hyperband early termination as an Optuna pruner"
+    def __init__(self, bands:list[int], eta:float=3, strict:bool=True):
+        self.bands, self.eta, self.strict = sorted(bands), eta, strict
+    def __repr__(self): return f"WandbHyperband(bands={self.bands[:4]}, eta={self.eta}, strict={self.strict})"
+
+    def prune(self, study:optuna.Study, trial:optuna.trial.FrozenTrial)->bool:
+        "Stop `trial` when it is worse than the threshold of the last band it passed"
+        h, sign = _history(trial), _sign(study)
+        passed = [b for b in self.bands if b <= len(h)]
+        if not passed: return False
+        value = sign*h[passed[-1]-1] if self.strict else min(sign*v for v in h)
+        return value > self.threshold(study, passed[-1])
+
+# %% ../nbs/07_sweep.ipynb #c0d1d1ab
+@patch
+def threshold(self:WandbHyperband, study:optuna.Study, band:int)->float:
+    "The top 1/eta of every trial's value at epoch `band` (lower is better)"
+    vals = sorted(_sign(study)*h[band-1] for h in map(_history, study.get_trials(deepcopy=False)) if len(h) >= band)
+    return vals[int(1.0/self.eta*len(vals))]
+
+# %% ../nbs/07_sweep.ipynb #8e54c4df
 def make_pruner(spec:SweepSpec)->optuna.pruners.BasePruner:
-    "Hyperband for `early_terminate`, else no pruning"
+    "W&B's hyperband stopping for `early_terminate`, else no pruning"
     et = spec.early_terminate
     if not et: return optuna.pruners.NopPruner()
-    eta, top = et.get('eta', 3), [_largest(spec, k) for k in ('freeze_epochs', 'epochs')]
-    max_iter = et.get('max_iter') or (int(sum(v or 0 for v in top)) if _num(top[1]) else 'auto')
-    min_iter = et.get('min_iter') or (max(1, int(max_iter // eta**et['s'])) if 's' in et and _num(max_iter) else 1)
-    return optuna.pruners.HyperbandPruner(min_resource=min_iter, max_resource=max_iter, reduction_factor=eta)
+    return WandbHyperband(hyperband_bands(et), et.get('eta', 3), et.get('strict', True))
+
+# %% ../nbs/07_sweep.ipynb #5432690d
+def replay_pruner(histories:list, # per trial, in the order they ran: the metric after each epoch
+                  pruner:optuna.pruners.BasePruner, direction:str='minimize')->list[int]:
+    "How many epochs each trial would have run under `pruner`"
+    level = optuna.logging.get_verbosity(); optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try: study = optuna.create_study(direction=direction, pruner=pruner)
+    finally: optuna.logging.set_verbosity(level)
+    ran = []
+    for h in histories:
+        t = study.ask()
+        for e, v in enumerate(h, 1):
+            t.report(v, e)
+            if e < len(h) and t.should_prune(): break
+        ran.append(e)
+        if e < len(h): study.tell(t, state=TrialState.PRUNED)
+        else: study.tell(t, min(h) if direction == 'minimize' else max(h))
+    return ran
 
 # %% ../nbs/07_sweep.ipynb #003d
 def open_study(spec:SweepSpec, out:Path, storage:str|None=None, heartbeat_s:int=10, count:int|None=None,
@@ -504,13 +553,18 @@ def trial_config(self:LocalSweep, trial)->dict:
     if 'wandb_group' in config_defaults(): cfg.setdefault('wandb_group', self.spec.name)
     return cfg
 
+def _n_epochs(cfg:dict)->int:
+    "How many epochs a trial with `cfg` trains: its frozen and fine-tuning epochs"
+    c = {**config_defaults(), **cfg}
+    return int(c.get('freeze_epochs') or 0) + int(c.get('epochs') or 0)
+
 @patch
-def _on_epoch(self:LocalSweep, trial, row:dict, epoch:int)->str|None:
-    "Report an epoch's metric to the pruner; 'pruned' when Hyperband stops the trial"
+def _on_epoch(self:LocalSweep, trial, row:dict, epoch:int, last:int)->str|None:
+    "Report an epoch's metric to the pruner; 'pruned' when Hyperband stops the trial before its `last` epoch"
     v = _float(row.get(self.spec.metric))
     if v is None: return None
     trial.report(v, epoch)
-    return 'pruned' if trial.should_prune() else None
+    return 'pruned' if epoch < last and trial.should_prune() else None
 
 # %% ../nbs/07_sweep.ipynb #0054
 _STOPPED = 'failed: sweep stopped'
@@ -532,7 +586,7 @@ def run_trial(self:LocalSweep, trial)->str:
     cfg = self.trial_config(trial)
     for k,v in dict(config=cfg, trial_dir=str(d.relative_to(self.out))).items(): trial.set_user_attr(k, v)
     proc = launch_trial(cfg, d, self.cmd, self.threads)
-    try: status, epochs = follow_trial(proc, d, lambda row, e: self._on_epoch(trial, row, e), self._ticker(trial))
+    try: status, epochs = follow_trial(proc, d, lambda row, e: self._on_epoch(trial, row, e, _n_epochs(cfg)), self._ticker(trial))
     except KeyboardInterrupt: self.stop.set(); status, epochs = _STOPPED, 0
     finally: _stop(proc)
     metrics = {}

@@ -6,8 +6,9 @@ behaviours with the real `finetune-kit train` on a tiny timm test model."""
 import json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import optuna, pandas as pd, pytest, yaml
+from optuna.trial import TrialState, create_trial
 from finetune_kit.sweep import (SweepStopped, open_study, results_table, sweep, validate_sweep, SWEEP_EXAMPLE,
-                                suggest_config)
+                                suggest_config, WandbHyperband, hyperband_bands, make_pruner, replay_pruner)
 
 FAKE = textwrap.dedent('''
     import argparse, json, math, os, sys, time, yaml
@@ -26,6 +27,7 @@ FAKE = textwrap.dedent('''
         if math.isnan(loss):
             json.dump({'status': 'failed: nan loss'}, open(os.path.join(out, 'metrics.json'), 'w'))
             print('training failed: nan loss'); sys.exit(1)
+    time.sleep(float(os.environ.get('FAKE_FINISH_S', '0')))   # a real trainer evaluates and saves after its last epoch
     json.dump({'valid_loss': loss, 'error_rate': 0.5, 'fit_time_s': 0.1, 'peak_mem_mb': 10.0, 'status': 'completed'},
               open(os.path.join(out, 'metrics.json'), 'w'))
 ''')
@@ -80,6 +82,10 @@ parameters:
     (1, 'method: bayes', 'method: grid', "line 4: parameters.learning_rate.distribution: grid search needs discrete values"),
     (3, 'parameters:', 'run_cap: 0\nparameters:', "line 3: run_cap: run_cap must be a positive integer"),
     (3, 'parameters:', 'early_terminate: {type: hyperband, min_iter: 0, eta: 1}\nparameters:', "line 3: early_terminate.min_iter"),
+    (3, 'parameters:', 'early_terminate: {type: hyperband, max_iter: 9}\nparameters:', "line 3: early_terminate.max_iter: max_iter needs s"),
+    (3, 'parameters:', 'early_terminate: {type: hyperband, eta: 3}\nparameters:', "line 3: early_terminate: hyperband needs min_iter"),
+    (3, 'parameters:', 'early_terminate: {type: hyperband, max_iter: 2, s: 1}\nparameters:', "line 3: early_terminate.max_iter: no band"),
+    (3, 'parameters:', 'early_terminate: {type: hyperband, min_iter: 1, strict: yes please}\nparameters:', "line 3: early_terminate.strict: strict must be true or false"),
     (3, 'parameters:', 'early_terminate: {type: asha}\nparameters:', "line 3: early_terminate.type: early_terminate type must be hyperband"),
     (3, 'parameters:', 'count: 3\nparameters:', "line 3: count: unknown key 'count'"),
 ])
@@ -189,7 +195,7 @@ def test_hyperband_stops_bad_trials_early(tmp_path, fake, monkeypatch):
     y = _yaml(tmp_path, """\
         method: grid
         metric: {name: valid_loss, goal: minimize}
-        early_terminate: {type: hyperband, min_iter: 1, max_iter: 2, eta: 3}
+        early_terminate: {type: hyperband, min_iter: 1, eta: 3}
         parameters:
           learning_rate: {values: [0.00001, 0.3, 0.1, 0.0001, 0.00003, 0.003]}   # grid order (seed 0): 0.003 first
           epochs: {value: 3}
@@ -203,6 +209,63 @@ def test_hyperband_stops_bad_trials_early(tmp_path, fake, monkeypatch):
     assert r.epochs_run.sum() < 6*3
     assert r.loc[r.valid_loss.idxmin(), 'learning_rate'] == 0.003   # the best trial was never pruned
     for d in pruned.trial_dir: assert not (out/d/'metrics.json').exists()   # its process was stopped before the end
+
+def _study_with(direction, finished, running):
+    "An in-memory study holding finished and running trials with these per-epoch histories"
+    st = optuna.create_study(direction=direction)
+    for h in finished: st.add_trial(create_trial(state=TrialState.COMPLETE, value=h[-1], intermediate_values=dict(enumerate(h, 1))))
+    for h in running: st.add_trial(create_trial(state=TrialState.RUNNING, intermediate_values=dict(enumerate(h, 1))))
+    return st
+
+def test_wandb_hyperband_matches_wandb_rule():
+    "W&B's own example (sweeps' hyperband_stop_runs docstring): max_iter 5, s 2, eta 2 -> bands 1, 2; only run b stops"
+    et = {'type': 'hyperband', 'max_iter': 5, 'eta': 2, 's': 2}
+    assert hyperband_bands(et) == [1, 2] and hyperband_bands({'min_iter': 2, 'eta': 3})[:3] == [2, 6, 18]
+    a, b, c, d, e = [10, 9], [10, 10], [10, 8, 8], [10, 7, 7], [10, 6, 6]
+    for strict in (True, False):
+        st = _study_with('minimize', [a, e], [b, c, d])
+        pr = WandbHyperband(hyperband_bands(et), 2, strict)
+        # band 2 values: 9, 10, 8, 7, 6 -> threshold sorted[int(5/2)] = 8; b (10) is worse, c (8) ties and goes on
+        assert pr.threshold(st, 2) == 8
+        assert [pr.prune(st, t) for t in st.get_trials(states=(TrialState.RUNNING,))] == [True, False, False]
+    st = _study_with('maximize', [[-x for x in a], [-x for x in e]], [[-x for x in h] for h in (b, c, d)])
+    assert [pr.prune(st, t) for t in st.get_trials(states=(TrialState.RUNNING,))] == [True, False, False]   # same, maximising
+
+def test_wandb_hyperband_strict_and_lenient():
+    "strict judges the value at the band; strict: false the best so far, so a spike at the band is forgiven"
+    good, spiky = [1.0, 0.9, 0.8], [0.7, 2.5, 0.5]   # spiky: best at epoch 1, a spike at band 2
+    for strict, expect in ((True, True), (False, False)):
+        st = _study_with('minimize', [good, [1.1, 1.0, 0.9], [1.2, 1.1, 1.0]], [spiky[:2]])
+        assert WandbHyperband([2, 6], 3, strict).prune(st, st.get_trials(states=(TrialState.RUNNING,))[0]) is expect
+    # the threshold tightens as better trials reach the band: a trial that passed is judged again
+    st = _study_with('minimize', [], [[2.0]])
+    pr, t = WandbHyperband([1, 3], 3), st.get_trials()[0]
+    assert not pr.prune(st, t)
+    for h in ([1.0], [1.1], [1.2]): st.add_trial(create_trial(state=TrialState.COMPLETE, value=h[0], intermediate_values={1: h[0]}))
+    assert pr.prune(st, st.get_trials()[0])
+
+def test_replay_pruner_and_nan():
+    "replay_pruner: epochs each trial would run; NaN values are left out (W&B filters them), never judged"
+    hist = [[1.0, 0.8, 0.7], [2.0, 1.9, 1.8], [0.9, 0.7, 0.6], [float('nan'), 3.0, 2.0]]
+    assert replay_pruner(hist, WandbHyperband([1, 3], 3)) == [3, 1, 3, 2]   # the last reaches band 1 at epoch 2: NaN is skipped
+    assert replay_pruner([[1, 2], [2, 3]], WandbHyperband([1], 3), direction='maximize') == [2, 2]
+    assert replay_pruner([[2, 3], [1, 2]], WandbHyperband([1], 3), direction='maximize') == [2, 1]
+    assert make_pruner(validate_sweep({'method': 'random', 'parameters': {'learning_rate': {'value': 0.1}}})).__class__.__name__ == 'NopPruner'
+
+def test_last_epoch_is_never_pruned(tmp_path, fake, monkeypatch):
+    "A trial that trained all its epochs completes, even when it is worse than the band threshold at its last epoch"
+    monkeypatch.setenv('FAKE_FINISH_S', '1.5')   # the trainer is still finishing when the last epoch is read
+    y = _yaml(tmp_path, """\
+        method: grid
+        metric: {name: valid_loss, goal: minimize}
+        early_terminate: {type: hyperband, min_iter: 1, eta: 3}
+        parameters:
+          learning_rate: {values: [0.00001, 0.003]}
+          epochs: {value: 1}
+        """)
+    r = _results(sweep(y, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False))
+    assert r.sort_values('number').learning_rate.tolist() == [0.003, 0.00001]   # grid order (seed 0): the worse one second
+    assert (r.state == 'COMPLETE').all() and (r.epochs_run == 1).all() and r.valid_loss.notna().all(), r
 
 # --- failures ---------------------------------------------------------------------------------------------------
 
@@ -368,7 +431,7 @@ def test_real_hyperband_prunes(tmp_path, tiny_data):
     "Real trials: the good learning rate runs first (grid order), the hopeless ones are stopped after epoch 1 of 2"
     s = {**_real(tiny_data, learning_rate={'values': [3.0, 1e-7, 3e-2]}, epochs={'value': 2}), 'method': 'grid',
          'metric': {'name': 'valid_loss', 'goal': 'minimize'},
-         'early_terminate': {'type': 'hyperband', 'min_iter': 1, 'max_iter': 2, 'eta': 3}}
+         'early_terminate': {'type': 'hyperband', 'min_iter': 1, 'eta': 4}}   # with 3 trials, eta 4 keeps only the best
     out = sweep(s, out=tmp_path/'sw', preflight_check=False)
     r = _results(out).set_index('learning_rate')
     assert r.loc[3e-2, 'state'] == 'COMPLETE' and r.loc[3e-2, 'epochs_run'] == 2 and r.loc[3e-2, 'number'] == 0
