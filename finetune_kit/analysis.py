@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np, pandas as pd, yaml
 import matplotlib.pyplot as plt
 from .datasets import cache_dir
+from .models import model_family
 from . import plots
 
 # %% auto #0
-__all__ = ['FASTAI_TIMM_URL', 'TRAIN_KEYS', 'RUN_COLS', 'RUN_READERS', 'SUMMARY_COLS', 'fastai_timm_results', 'model_family',
-           'tidy_runs', 'read_csv_runs', 'read_run_folder', 'read_sweep_dir', 'read_wandb_run', 'read_wandb_offline',
-           'read_optuna', 'read_wandb_sweep', 'read_runs', 'pareto_front', 'jeremy_score', 'summarise', 'failed_runs',
-           'swept_params', 'param_importance', 'lr_effect', 'best_config', 'save_best_config', 'write_report',
-           'show_report']
+__all__ = ['FASTAI_TIMM_URL', 'TRAIN_KEYS', 'RUN_COLS', 'RUN_READERS', 'SUMMARY_COLS', 'fastai_timm_results', 'tidy_runs',
+           'read_csv_runs', 'read_run_folder', 'read_sweep_dir', 'read_wandb_run', 'read_wandb_offline', 'read_optuna',
+           'read_wandb_sweep', 'read_runs', 'pareto_front', 'jeremy_score', 'summarise', 'failed_runs', 'swept_params',
+           'param_importance', 'lr_effect', 'best_config', 'save_best_config', 'write_report', 'show_report']
 
 # %% ../nbs/08_analysis.ipynb #0007
 FASTAI_TIMM_URL = 'https://raw.githubusercontent.com/tcapelle/fastai_timm/main/fastai_timm.csv'
@@ -39,42 +39,6 @@ def fastai_timm_results(force:bool=False, # download again even if cached
         raise FileNotFoundError(f"could not download {url} ({e}). Offline? Download fastai_timm.csv from "
                                 f"https://github.com/tcapelle/fastai_timm and put it at {dest}") from e
     return tmp.replace(dest)
-
-# %% ../nbs/08_analysis.ipynb #000f
-_ALIASES = {'vision_transformer': 'vit', 'vision_transformer_hybrid': 'vit', 'vision_transformer_relpos': 'vit',
-            'vision_transformer_sam': 'vit', 'swin_transformer': 'swin', 'swin_transformer_v2': 'swinv2',
-            'swin_transformer_v2_cr': 'swinv2', 'mlp_mixer': 'mixer'}
-_GENERIC = {'byobnet', 'byoanet', 'metaformer', 'maxxvit'}  # timm modules defining unrelated architectures
-_PREFIXES = ('tf_', 'gluon_', 'ig_', 'ssl_', 'swsl_', 'legacy_')
-
-# %% ../nbs/08_analysis.ipynb #0010
-@lru_cache(maxsize=None)
-def _timm_modules() -> dict:
-    "timm model name (deprecated names included) -> the timm module that defines it."
-    import timm.models as tm
-    res = {}
-    for mod in tm.list_modules():
-        res.update({n: mod for n in tm.list_models(module=mod)})
-        res.update({n: mod for n in tm.get_deprecated_models(mod)})
-    return res
-
-# %% ../nbs/08_analysis.ipynb #0011
-def _prefix_family(arch:str) -> str:
-    "Family from the name alone: letters up to the first digit or underscore, `v2`-style versions kept."
-    for p in _PREFIXES: arch = arch.removeprefix(p)
-    m = re.match(r'([a-z]+?(?:v\d)?)(?=\d|_|$)', arch)
-    return m.group(1) if m else arch
-
-# %% ../nbs/08_analysis.ipynb #0012
-@lru_cache(maxsize=None)
-def model_family(name:str) -> str:
-    "Family of timm model `name` (`convnext_tiny_in22k` -> `convnext`): its timm module, else its name's prefix."
-    arch, mods = str(name).lower().split('.')[0], _timm_modules()
-    mod = mods.get(arch)
-    if mod and mod not in _GENERIC: return _ALIASES.get(mod, mod)
-    fam = _prefix_family(arch)
-    known = sorted({_ALIASES.get(m, m) for m in set(mods.values()) - _GENERIC}, key=len, reverse=True)
-    return next((k for k in known if fam.startswith(k)), fam)
 
 # %% ../nbs/08_analysis.ipynb #0016
 TRAIN_KEYS = ('model_name', 'learning_rate', 'batch_size', 'epochs', 'freeze_epochs', 'img_size', 'resize_method',

@@ -6,8 +6,9 @@ Docs: https://finetune-kit.github.io/finetune_kit/models.html.md"""
 
 # %% ../nbs/03_models.ipynb #0003
 from __future__ import annotations
-import os, json, importlib, difflib
+import os, re, json, importlib, difflib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 import torch, timm
 from torch import nn
@@ -16,7 +17,7 @@ from PIL import Image
 # %% auto #0
 __all__ = ['PACKAGED_WEIGHTS', 'PackagedWeights', 'packaged_weights', 'map_state_dict', 'load_checkpoint', 'WeightsSource',
            'hub_online', 'offline_models', 'WeightsNotFoundError', 'resolve_weights', 'create_model', 'imagenet_topk',
-           'weights_table']
+           'weights_table', 'model_family']
 
 # %% ../nbs/03_models.ipynb #0006
 @dataclass(frozen=True)
@@ -251,3 +252,40 @@ def weights_table()->list[dict]:
         rows.append(dict(model_name=n, arch=n.split('.')[0], source='checkpoint',
                          location=str(_find_checkpoint(Path(d), n)), install=''))
     return rows
+
+# %% ../nbs/03_models.ipynb #d20225aa
+_ALIASES = {'vision_transformer': 'vit', 'vision_transformer_hybrid': 'vit', 'vision_transformer_relpos': 'vit',
+            'vision_transformer_sam': 'vit', 'swin_transformer': 'swin', 'swin_transformer_v2': 'swinv2',
+            'swin_transformer_v2_cr': 'swinv2', 'mlp_mixer': 'mixer'}
+_GENERIC = {'byobnet', 'byoanet', 'metaformer', 'maxxvit'}  # timm modules defining unrelated architectures
+_PREFIXES = ('tf_', 'gluon_', 'ig_', 'ssl_', 'swsl_', 'legacy_')
+
+# %% ../nbs/03_models.ipynb #009d476a
+@lru_cache(maxsize=None)
+def _timm_modules() -> dict:
+    "timm model name (deprecated names included) -> the timm module that defines it."
+    import timm.models as tm
+    res = {}
+    for mod in tm.list_modules():
+        res.update({n: mod for n in tm.list_models(module=mod)})
+        res.update({n: mod for n in tm.get_deprecated_models(mod)})
+    return res
+
+# %% ../nbs/03_models.ipynb #68d5dc87
+def _prefix_family(arch:str) -> str:
+    "Family from the name alone: letters up to the first digit or underscore, `v2`-style versions kept."
+    for p in _PREFIXES: arch = arch.removeprefix(p)
+    m = re.match(r'([a-z]+?(?:v\d)?)(?=\d|_|$)', arch)
+    return m.group(1) if m else arch
+
+# %% ../nbs/03_models.ipynb #a5fe93ed
+@lru_cache(maxsize=None)
+def model_family(name:str|None) -> str|None:
+    "Family of timm model `name` (`convnext_tiny_in22k` -> `convnext`): its timm module, else its name's prefix."
+    if not name: return None
+    arch, mods = str(name).lower().split('.')[0], _timm_modules()
+    mod = mods.get(arch)
+    if mod and mod not in _GENERIC: return _ALIASES.get(mod, mod)
+    fam = _prefix_family(arch)
+    known = sorted({_ALIASES.get(m, m) for m in set(mods.values()) - _GENERIC}, key=len, reverse=True)
+    return next((k for k in known if fam.startswith(k)), fam)

@@ -17,7 +17,7 @@ from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['clean_config', 'has_wandb_login', 'wandb_reachable', 'resolve_mode', 'TrackingSession', 'start_tracking',
-           'learner_config', 'peak_mem_gib', 'model_family', 'WandbTracker', 'finish_tracking', 'read_offline_run']
+           'learner_config', 'peak_mem_gib', 'WandbTracker', 'finish_tracking', 'read_offline_run']
 
 # %% ../nbs/05_tracking.ipynb #000f
 _SECRET_RE = re.compile(r'(^|_)(api_?key|token|secret|password|passwd|credentials?|auth)(_|$)')
@@ -143,13 +143,6 @@ def peak_mem_gib(device=None, # the training device; None means CPU
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (2**30 if sys.platform == 'darwin' else 2**20)
 
-# %% ../nbs/05_tracking.ipynb #0025
-def model_family(model_name:str|None) -> str|None:
-    "Architecture family of a timm model name: `convnext_tiny.fb_in22k` -> `convnext`"
-    if not model_name: return None
-    tok = re.sub(r'^tf_', '', model_name.split('.')[0].lower()).split('_')[0]
-    return re.sub(r'(?<![v\d])\d+[a-z]*$', '', tok) or tok
-
 # %% ../nbs/05_tracking.ipynb #0028
 class WandbTracker(Callback):
     "Log per-epoch losses, metrics and lr, and a fit summary, of a fastai `Learner` to the open W&B run"
@@ -218,6 +211,7 @@ def after_epoch(self:WandbTracker):
 def after_fit(self:WandbTracker):
     "Write the run summary: fit_time (all fits so far), GPU_mem (peak GiB), model_family, n_params"
     import wandb
+    from finetune_kit.models import model_family  # timm knows the families; imported only when a summary is written
     if not (self.run and self._fit_trained): return
     self.fit_time += time.perf_counter() - self._t_fit
     fam = self.model_family or model_family(wandb.config.get('model_name'))

@@ -308,7 +308,8 @@ def finish_run(learn, cfg:TrainConfig, out:Path, status:str, fit_time:float, n_s
     if usable:
         _eval_outputs(learn, out, learn.dls.task)
         (out/'model'/'model.json').write_text(json.dumps(bundle_info(learn, cfg), indent=2))
-    from finetune_kit.tracking import peak_mem_gib, model_family
+    from finetune_kit.tracking import peak_mem_gib
+    from finetune_kit.models import model_family
     metrics.update(status=status, fit_time_s=fit_time, images_per_s=n_seen / max(fit_time, 1e-9),
                    peak_mem_mb=peak_mem_gib(learn.dls.device) * 1024, n_params=sum(p.numel() for p in learn.model.parameters()),
                    model_name=cfg.model_name, model_family=model_family(cfg.model_name), task=learn.dls.task,

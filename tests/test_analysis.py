@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd, pytest, yaml
 
 from finetune_kit import analysis
-from finetune_kit.analysis import (best_config, fastai_timm_results, failed_runs, lr_effect, model_family, param_importance,
+from finetune_kit.analysis import (best_config, fastai_timm_results, failed_runs, lr_effect, param_importance,
                                    pareto_front, read_runs, read_wandb_offline, summarise, swept_params, write_report, TRAIN_KEYS)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,16 +169,6 @@ def test_pareto_front_edge_cases():
     df = pd.DataFrame(dict(fit_time_mean=[1, 1, 2, float('nan')], error_rate_mean=[0.5, 0.5, 0.4, 0.1]))
     assert list(pareto_front(df)) == [True, True, True, False]  # ties both stay; NaN never on the front
     assert list(pareto_front(df.iloc[:0])) == []
-
-
-def test_model_family():
-    assert model_family('convnext_tiny_in22k') == 'convnext'
-    assert model_family('convnext_tiny.fb_in22k') == 'convnext'
-    assert model_family('swin_base_patch4_window7_224_in22k') == 'swin'
-    assert model_family('regnetz_b16') == model_family('regnetz_040') == 'regnet'
-    assert model_family('vit_tiny_r_s16_p8_224') == 'vit'
-    assert model_family('tf_efficientnet_b0') == 'efficientnet'
-    assert model_family('not_a_timm_model') == 'not'
 
 
 # ---------------------------------------------------------------- every input kind

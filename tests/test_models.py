@@ -5,7 +5,7 @@ import numpy as np, pytest, torch, timm
 from PIL import Image
 from finetune_kit import models
 from finetune_kit.models import (create_model, resolve_weights, map_state_dict, load_checkpoint, WeightsNotFoundError,
-                                 packaged_weights, imagenet_topk, offline_models)
+                                 packaged_weights, imagenet_topk, offline_models, model_family)
 from conftest import run_cli
 
 def test_tf_variant_reproduces_reference_port():
@@ -109,3 +109,14 @@ def test_cli_weights_unknown_model_one_line(tmp_path):
     r = run_cli('weights', 'check', 'convnext_tiny', tmp_path/'x.png', env={'HF_HUB_OFFLINE': '1'})
     assert r.returncode == 2 and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert 'Available offline' in r.stderr
+
+
+def test_model_family():
+    "One rule, from timm's module registry, for W&B summaries, metrics.json and the analysis"
+    assert model_family('convnext_tiny_in22k') == model_family('convnext_tiny.fb_in22k') == 'convnext'
+    assert model_family('swin_base_patch4_window7_224_in22k') == 'swin'
+    assert model_family('regnetz_b16') == model_family('regnetz_040') == 'regnet'   # byobnet is generic: the prefix decides
+    assert model_family('vit_tiny_r_s16_p8_224') == 'vit'
+    assert model_family('tf_efficientnet_b0') == model_family('efficientnet_lite0') == 'efficientnet'
+    assert model_family('mobilenetv3_large_100') == 'mobilenetv3'
+    assert model_family('not_a_timm_model') == 'not' and model_family(None) is None

@@ -12,7 +12,7 @@ from fastai.metrics import accuracy
 import fastai.callback.progress, fastai.callback.schedule  # noqa: F401 (patch `no_bar`, `fit_one_cycle`, `lr_find`)
 
 from finetune_kit.tracking import (clean_config, has_wandb_login, wandb_reachable, resolve_mode, start_tracking,
-    finish_tracking, WandbTracker, read_offline_run, model_family, peak_mem_gib, learner_config)
+    finish_tracking, WandbTracker, read_offline_run, peak_mem_gib, learner_config)
 
 FAKE_KEY = 'fk' + '0123456789abcdef' * 2 + 'fedcba98'  # 42 chars, never a real key
 WANDB_CLI = Path(sys.executable).parent / 'wandb'
@@ -300,12 +300,6 @@ def test_read_offline_run_errors_and_path_forms(tmp_path):
 
 
 # --- summary helpers and the upstream bug -----------------------------------------------------------------------------
-
-def test_model_family():
-    assert [model_family(n) for n in ('efficientnet_lite0', 'convnext_tiny.in12k_ft_in1k', 'resnet50d', 'vit_base_patch16_224',
-            'tf_efficientnetv2_s', 'mobilenetv3_large_100', None)] == \
-           ['efficientnet', 'convnext', 'resnet', 'vit', 'efficientnetv2', 'mobilenetv3', None]
-
 
 def test_peak_mem_and_learner_config():
     assert 0 < peak_mem_gib() < 64 and 0 < peak_mem_gib('cpu') < 64
