@@ -100,6 +100,7 @@ def main():
     p.add_argument('--per-class', type=int, nargs=2, default=(60, 30), metavar=('TRAIN', 'VALID'))
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default=str(Path(__file__).parent/'_out'/'sweep'))
+    p.add_argument('--arms', nargs='+', choices=list(VARIANTS)[1:], default=list(VARIANTS)[1:], help='hyperband variants to run')
     p.add_argument('--report', metavar='DIR', help='only report on a finished run of this benchmark (no training)')
     args = p.parse_args()
     if args.report:
@@ -107,7 +108,7 @@ def main():
         return report(root, args)
     root = Path(args.out)/time.strftime('%Y%m%d-%H%M%S')
     args.data = args.data or str(sample_slice(root/'data', *args.per_class))
-    for arm in VARIANTS: run(args, arm, root)
+    for arm in ['full', *args.arms]: run(args, arm, root)
     out = report(root, args)
     (root/'bench_sweep.json').write_text(json.dumps(dict(args=vars(args), **out), indent=1))
 
