@@ -14,6 +14,7 @@ import pandas as pd, torch
 from fastcore.basics import patch
 from fastai.learner import Learner, Recorder
 from fastai.callback.core import Callback
+from .models import model_family
 
 # %% auto #0
 __all__ = ['clean_config', 'has_wandb_login', 'wandb_reachable', 'resolve_mode', 'TrackingSession', 'start_tracking',
@@ -211,7 +212,6 @@ def after_epoch(self:WandbTracker):
 def after_fit(self:WandbTracker):
     "Write the run summary: fit_time (all fits so far), GPU_mem (peak GiB), model_family, n_params"
     import wandb
-    from finetune_kit.models import model_family  # timm knows the families; imported only when a summary is written
     if not (self.run and self._fit_trained): return
     self.fit_time += time.perf_counter() - self._t_fit
     fam = self.model_family or model_family(wandb.config.get('model_name'))
