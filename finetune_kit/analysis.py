@@ -7,7 +7,6 @@ Docs: https://finetune-kit.github.io/finetune_kit/analysis.html.md"""
 # %% ../nbs/08_analysis.ipynb #0002
 from __future__ import annotations
 import base64, html, io, json, re, shutil, subprocess, sys, urllib.request
-from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 import numpy as np, pandas as pd, yaml

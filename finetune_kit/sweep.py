@@ -314,7 +314,7 @@ def hyperband_bands(et:dict)->list[int]:
     eta = et.get('eta', 3)
     if 'max_iter' in et:
         return sorted(int(et['max_iter']/eta**k) for k in range(1, int(et.get('s', 0)) + 1) if et['max_iter']/eta**k >= 1)
-    return [int(et.get('min_iter', 1)*eta**k) for k in range(64) if et.get('min_iter', 1)*eta**k < 1e6]
+    return [int(et.get('min_iter', 1)*eta**k) for k in range(20)]   # eta >= 2: the last band is past any fine-tune
 
 # %% ../nbs/07_sweep.ipynb #88a916cf
 def _history(t)->list[float]:
