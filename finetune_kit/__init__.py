@@ -13,15 +13,25 @@ import warnings
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 
 # %% ../nbs/12_api.ipynb #0004
-from .datasets import cache_dir, sample_path, fashion_mnist_path, resolve_data
-from .data import load_source, check_data, get_dls, DataReport
-from .transforms import get_tfms, AddGaussianNoise
-from .models import create_model, resolve_weights, weights_table, offline_models, imagenet_topk
-from .learner import timm_learner, timm_splitter, task_metrics
-from .train import TrainConfig, train, build_learner, predict, load_bundle, Result
+import importlib, importlib.util
+_API = {'config': ['TrainConfig'],
+        'datasets': ['cache_dir', 'sample_path', 'fashion_mnist_path', 'resolve_data'],
+        'data': ['load_source', 'check_data', 'get_dls', 'DataReport'],
+        'transforms': ['get_tfms', 'AddGaussianNoise'],
+        'models': ['create_model', 'resolve_weights', 'weights_table', 'offline_models', 'imagenet_topk'],
+        'learner': ['timm_learner', 'timm_splitter', 'task_metrics'],
+        'training': ['train', 'build_learner', 'Result'],
+        'inference': ['predict', 'load_bundle']}
+_WHERE = {name: mod for mod, names in _API.items() for name in names}
 
 # %% ../nbs/12_api.ipynb #0005
-__all__ = ['cache_dir', 'sample_path', 'fashion_mnist_path', 'resolve_data', 'load_source', 'check_data', 'get_dls',
-           'DataReport', 'get_tfms', 'AddGaussianNoise', 'create_model', 'resolve_weights', 'weights_table',
-           'offline_models', 'imagenet_topk', 'timm_learner', 'timm_splitter', 'task_metrics', 'TrainConfig', 'train',
-           'build_learner', 'predict', 'load_bundle', 'Result']
+__all__ = list(_WHERE)
+
+def __getattr__(name:str):
+    "Import the module that defines `name` on first use; `finetune_kit.<module>` imports that module."
+    if name in _WHERE:
+        obj = globals()[name] = getattr(importlib.import_module(f'{__name__}.{_WHERE[name]}'), name)
+        return obj
+    if not name.startswith('_') and importlib.util.find_spec(f'{__name__}.{name}') is not None:
+        return importlib.import_module(f'{__name__}.{name}')
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

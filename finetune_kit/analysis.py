@@ -1,4 +1,4 @@
-"""Which model should I use? Per-model tables, the Pareto front of error against fit time, a score, parameter importance, and a report.
+"""Which model should I use? The sweep's own metric and goal decide: per-model tables, the Pareto front against fit time, a score, parameter importance, the best trial's config, and a report.
 
 Docs: https://finetune-kit.github.io/finetune_kit/analysis.html.md"""
 
@@ -16,10 +16,11 @@ from .models import model_family
 from . import plots
 
 # %% auto #0
-__all__ = ['FASTAI_TIMM_URL', 'TRAIN_KEYS', 'RUN_COLS', 'RUN_READERS', 'SUMMARY_COLS', 'fastai_timm_results', 'tidy_runs',
-           'read_csv_runs', 'read_run_folder', 'read_sweep_dir', 'read_wandb_run', 'read_wandb_offline', 'read_optuna',
-           'read_wandb_sweep', 'read_runs', 'pareto_front', 'jeremy_score', 'summarise', 'failed_runs', 'swept_params',
-           'param_importance', 'lr_effect', 'best_config', 'save_best_config', 'write_report', 'show_report']
+__all__ = ['FASTAI_TIMM_URL', 'TRAIN_KEYS', 'RUN_COLS', 'RUN_READERS', 'METRIC_GOALS', 'DEFAULT_OBJECTIVE', 'SUMMARY_COLS',
+           'fastai_timm_results', 'tidy_runs', 'read_csv_runs', 'read_run_folder', 'read_sweep_dir', 'read_wandb_run',
+           'read_wandb_offline', 'read_optuna', 'read_wandb_sweep', 'read_runs', 'metric_goal', 'sweep_objective',
+           'pareto_front', 'jeremy_score', 'summarise', 'failed_runs', 'swept_params', 'param_importance', 'lr_effect',
+           'best_config', 'save_best_config', 'write_report', 'show_report']
 
 # %% ../nbs/08_analysis.ipynb #0007
 FASTAI_TIMM_URL = 'https://raw.githubusercontent.com/tcapelle/fastai_timm/main/fastai_timm.csv'
@@ -45,12 +46,12 @@ TRAIN_KEYS = ('model_name', 'learning_rate', 'batch_size', 'epochs', 'freeze_epo
               'label_delim', 'label_re', 'lr_mult', 'weight_decay', 'label_smoothing', 'drop_rate',
               'early_stop_patience', 'max_items', 'channels_last', 'mixed_precision')  # `TrainConfig` keys that shape a run
 RUN_COLS = ('run', 'dataset', 'model_name', 'model_family', 'status', 'ok', 'error_rate', 'valid_loss', 'fit_time',
-            'GPU_mem')
+            'peak_mem')  # peak_mem: GiB, of the GPU, or of the process on a CPU
 
 # %% ../nbs/08_analysis.ipynb #0017
 def _fill_metrics(df:pd.DataFrame) -> pd.DataFrame:
     "Add the canonical metric columns from their run-folder / W&B spellings when missing."
-    alts = {'fit_time': [('fit_time_s', 1)], 'GPU_mem': [('peak_mem_gib', 1), ('peak_mem_mb', 1 / 1024)]}
+    alts = {'fit_time': [('fit_time_s', 1)], 'peak_mem': [('GPU_mem', 1), ('peak_mem_gib', 1), ('peak_mem_mb', 1 / 1024)]}
     for col, srcs in alts.items():
         for src, k in srcs:
             if src in df: df[col] = df[col].fillna(df[src] * k) if col in df else df[src] * k
@@ -203,11 +204,12 @@ def read_wandb_sweep(path:str) -> pd.DataFrame: # `entity/project/sweep_id`
 def _is_url(s) -> bool: return isinstance(s, str) and re.match(r'^[a-z][a-z0-9+]*://', s) is not None
 def _is_optuna(s) -> bool:
     return (_is_url(s) and not s.startswith(('http', 'file'))) or Path(str(s)).suffix in ('.db', '.sqlite3')
+def _optuna_url(s) -> str: return s if _is_url(s) else f'sqlite:///{Path(s).resolve()}'
 
 # %% ../nbs/08_analysis.ipynb #0035
 RUN_READERS = [  # (is this kind of source?, read it), tried in order
     (lambda s: str(s).startswith('wandb:'), lambda s: read_wandb_sweep(str(s).removeprefix('wandb:'))),
-    (_is_optuna, lambda s: read_optuna(s if _is_url(s) else f'sqlite:///{Path(s).resolve()}')),
+    (_is_optuna, lambda s: read_optuna(_optuna_url(s))),
     (lambda s: str(s).lower().endswith(('.csv', '.csv.gz')), read_csv_runs),
     (lambda s: Path(s).is_dir() and bool(_run_folders(Path(s))), read_sweep_dir),
     (lambda s: Path(s).is_dir() and bool(_wandb_run_dirs(Path(s))), read_wandb_offline)]
@@ -221,49 +223,126 @@ def read_runs(source) -> pd.DataFrame: # DataFrame, CSV, Optuna URL/.db, `wandb:
     raise ValueError(f"don't know how to read runs from {source!r}: give a results CSV, an Optuna storage URL or .db, "
                      "wandb:entity/project/sweep_id, a sweep/run folder (config.yaml) or a folder of W&B runs")
 
+# %% ../nbs/08_analysis.ipynb #0101
+METRIC_GOALS = {  # metric -> the direction in which it gets better
+    'valid_loss': 'minimize', 'train_loss': 'minimize', 'error_rate': 'minimize', 'fit_time': 'minimize',
+    'fit_time_s': 'minimize', 'peak_mem': 'minimize', 'GPU_mem': 'minimize', 'peak_mem_mb': 'minimize',
+    'n_params': 'minimize', 'score': 'minimize', 'accuracy': 'maximize', 'accuracy_multi': 'maximize',
+    'roc_auc': 'maximize', 'f1': 'maximize', 'precision': 'maximize', 'recall': 'maximize', 'fbeta_multi': 'maximize',
+    'images_per_s': 'maximize'}
+DEFAULT_OBJECTIVE = ('error_rate', 'minimize')  # for sources that do not say: a CSV export, W&B runs
+
+# %% ../nbs/08_analysis.ipynb #0102
+def metric_goal(metric:str, # a metric, or a summary column of one (`accuracy_best`, `fit_time_mean`)
+                goal:str|None=None) -> str: # None: look `metric` up in `METRIC_GOALS`
+    "'minimize' or 'maximize': `goal` checked, or the direction in which `metric` gets better."
+    if goal is None:
+        base = re.sub(r'_(best|mean)$', '', metric)
+        goal = 'minimize' if metric.endswith('_std') else METRIC_GOALS.get(metric, METRIC_GOALS.get(base))
+    if goal is None: raise ValueError(f"no known direction for metric {metric!r}: pass goal='minimize' or 'maximize' (--goal)")
+    if goal not in ('minimize', 'maximize'): raise ValueError(f"goal must be 'minimize' or 'maximize', got {goal!r}")
+    return goal
+
+# %% ../nbs/08_analysis.ipynb #0105
+def _spec_file(source) -> Path|None:
+    "The `sweep.yaml` of a sweep folder, or of the folder holding a file of one (`results.csv`, `study.db`)."
+    if isinstance(source, pd.DataFrame) or _is_url(source) or str(source).startswith('wandb:'): return None
+    p = Path(source)
+    f = p/'sweep.yaml' if p.is_dir() else p.parent/'sweep.yaml'
+    return f if f.is_file() else None
+
+# %% ../nbs/08_analysis.ipynb #0106
+def _own_objective(source) -> tuple:
+    "(metric, goal) the sweep in `source` says it optimised: `sweep.yaml`, an Optuna study's direction, or the default."
+    if (f := _spec_file(source)) is not None:
+        d = yaml.safe_load(f.read_text()) or {}
+        return d.get('metric', 'valid_loss'), d.get('goal', 'minimize')
+    if isinstance(source, pd.DataFrame) or not _is_optuna(source): return DEFAULT_OBJECTIVE
+    import optuna
+    url = _optuna_url(source)
+    st = optuna.load_study(study_name=optuna.study.get_all_study_names(url)[0], storage=url)
+    return (st.metric_names or ['objective'])[0], st.direction.name.lower()
+
+# %% ../nbs/08_analysis.ipynb #0107
+def sweep_objective(source, # anything `read_runs` reads
+                    metric:str|None=None, goal:str|None=None) -> tuple: # overrides (`--metric`, `--goal`)
+    "The (metric, goal) that decides: the sweep's own, unless overridden; another metric brings its own direction."
+    m, g = _own_objective(source)
+    if metric is not None and metric != m: m, g = metric, None
+    return m, metric_goal(m, goal or g)
+
 # %% ../nbs/08_analysis.ipynb #0039
-def _stats(runs:pd.DataFrame, metric:str) -> pd.DataFrame:
-    "Aggregates per dataset and model over the runs that count."
-    keys, ok = ['dataset', 'model_name'], runs[runs['ok'] & runs[metric].notna()]
-    aggs = {f'{metric}_mean': (metric, 'mean'), f'{metric}_std': (metric, 'std'), f'{metric}_min': (metric, 'min'),
-            'fit_time_mean': ('fit_time', 'mean'), 'GPU_mem_mean': ('GPU_mem', 'mean')}
+def _done(runs:pd.DataFrame, metric:str) -> pd.Series:
+    "True for the runs that count for `metric`: completed, with a value of it."
+    return runs['ok'] & (runs[metric].notna() if metric in runs else False)
+
+def _best_idx(values, goal:str):
+    "Index of the best value (per group for a groupby) in the direction of `goal`."
+    return values.idxmax() if goal == 'maximize' else values.idxmin()
+
+# %% ../nbs/08_analysis.ipynb #0110
+def _stats(runs:pd.DataFrame, metric:str, goal:str) -> pd.DataFrame:
+    "Aggregates per dataset and model over the runs that count: best, mean and spread of `metric`, the best run."
+    keys, ok = ['dataset', 'model_name'], runs[_done(runs, metric)]
+    aggs = {f'{metric}_best': (metric, 'max' if goal == 'maximize' else 'min'), f'{metric}_mean': (metric, 'mean'),
+            f'{metric}_std': (metric, 'std'), 'fit_time_mean': ('fit_time', 'mean'), 'peak_mem_mean': ('peak_mem', 'mean')}
     aggs.update({f'{c}_mean': (c, 'mean') for c in ('valid_loss', 'n_params') if c in runs and c != metric})
     stats = ok.groupby(keys).agg(**aggs)
-    stats['best_run'] = ok.loc[ok.groupby(keys)[metric].idxmin(), keys + ['run']].set_index(keys)['run']
+    stats['best_run'] = ok.loc[_best_idx(ok.groupby(keys)[metric], goal), keys + ['run']].set_index(keys)['run']
     return stats
 
+# %% ../nbs/08_analysis.ipynb #0111
+def _check_metric(runs:pd.DataFrame, metric:str):
+    "Fail, naming the metrics there are, when no completed run recorded `metric`."
+    if metric in runs and (runs[metric].notna() & runs['ok']).any() or not runs['ok'].any(): return
+    ok = runs[runs['ok']]
+    have = [c for c in ok.select_dtypes('number') if c not in TRAIN_KEYS and c != 'ok' and ok[c].notna().any()]
+    raise ValueError(f"no completed run recorded metric {metric!r}: use one of {', '.join(have)} (--metric)")
+
 # %% ../nbs/08_analysis.ipynb #003a
-def pareto_front(df:pd.DataFrame, x:str='fit_time_mean', y:str='error_rate_mean') -> pd.Series:
-    "True for the rows no other row beats on both `x` and `y` (both minimised); rows missing either are False."
-    xs, ys = df[x].to_numpy(float), df[y].to_numpy(float)
+def pareto_front(df:pd.DataFrame, x:str='fit_time_mean', y:str='error_rate_best', # the two columns
+                 x_goal:str='minimize', y_goal:str='minimize') -> pd.Series: # which way each is better
+    "True for the rows no other row beats on both `x` and `y`; rows missing either are False."
+    sign = lambda col, g: -1 if metric_goal(col, g) == 'maximize' else 1
+    xs, ys = df[x].to_numpy(float) * sign(x, x_goal), df[y].to_numpy(float) * sign(y, y_goal)
     ok = ~(np.isnan(xs) | np.isnan(ys))
     dominated = [np.any(ok & (xs <= a) & (ys <= b) & ((xs < a) | (ys < b))) for a, b in zip(xs, ys)]
     return pd.Series(ok & ~np.array(dominated, dtype=bool), index=df.index)
 
 # %% ../nbs/08_analysis.ipynb #003d
 def jeremy_score(summary:pd.DataFrame, # one row per model
-                 metric:str='error_rate', overhead:float=80) -> pd.Series: # seconds added to every fit
-    "Jeremy Howard's score `error_rate * (fit_time + 80)`: lower is better, trading accuracy against speed."
-    return summary[f'{metric}_mean'] * (summary['fit_time_mean'] + overhead)
+                 metric:str='error_rate', overhead:float=80, # seconds added to every fit
+                 goal:str|None=None) -> pd.Series: # default: `metric`'s direction
+    "Jeremy Howard's `error * (fit_time + 80)` on each model's best run, lower is better; maximised: error = 1 - metric."
+    best = summary[f'{metric}_best']
+    return (1 - best if metric_goal(metric, goal) == 'maximize' else best) * (summary['fit_time_mean'] + overhead)
 
 # %% ../nbs/08_analysis.ipynb #003e
+def _pareto_flags(s:pd.DataFrame, metric:str, goal:str) -> pd.DataFrame:
+    "Per dataset, `pareto` (best `metric` vs fit time) and `pareto_mem` (vs peak memory) flags."
+    for col, x in (('pareto', 'fit_time_mean'), ('pareto_mem', 'peak_mem_mean')):
+        s[col] = [False] * len(s)
+        for _, d in s.groupby('dataset'): s.loc[d.index, col] = pareto_front(d, x, f'{metric}_best', y_goal=goal)
+    return s
+
+# %% ../nbs/08_analysis.ipynb #0112
 def summarise(runs:pd.DataFrame, # the runs table (`read_runs`)
-              metric:str='error_rate', # lower is better
-              score=None, # summary -> Series, lower is better; default `jeremy_score` on `metric`
+              metric:str='error_rate', goal:str|None=None, # what decides; None: `metric`'s direction
+              score=None, # summary -> Series for the `score` column, lower is better; default `jeremy_score`
               max_mem:float|None=None, max_time:float|None=None) -> pd.DataFrame: # drop models over these means
-    "One row per dataset and model: counts, mean/std/min of `metric`, fit time, memory, score, Pareto flags."
-    bad = runs.assign(_bad=~(runs['ok'] & runs[metric].notna()))
+    "One row per dataset and model, best `{metric}_best` first: counts, best/mean/std of `metric`, time, memory, score."
+    goal = metric_goal(metric, goal)
+    _check_metric(runs, metric)
+    bad = runs.assign(_bad=~_done(runs, metric))
     counts = bad.groupby(['dataset', 'model_name']).agg(model_family=('model_family', 'first'), runs=('_bad', 'size'),
                                                         failed_runs=('_bad', 'sum'))
     counts['runs'] -= counts['failed_runs']
-    s = counts.join(_stats(runs, metric)).reset_index()
-    if max_mem is not None: s = s[~(s['GPU_mem_mean'] > max_mem)]
+    s = counts.join(_stats(runs, metric, goal)).reset_index()
+    if max_mem is not None: s = s[~(s['peak_mem_mean'] > max_mem)]
     if max_time is not None: s = s[~(s['fit_time_mean'] > max_time)]
-    s['score'] = (score or (lambda d: jeremy_score(d, metric)))(s)
-    for col, x in (('pareto', 'fit_time_mean'), ('pareto_mem', 'GPU_mem_mean')):
-        s[col] = [False] * len(s)
-        for _, d in s.groupby('dataset'): s.loc[d.index, col] = pareto_front(d, x, f'{metric}_mean')
-    return s.sort_values(['dataset', 'score'], na_position='last').reset_index(drop=True)
+    s = _pareto_flags(s.assign(score=(score or (lambda d: jeremy_score(d, metric, goal=goal)))(s)), metric, goal)
+    s['_rank'] = s[f'{metric}_best'] * (-1 if goal == 'maximize' else 1)
+    return s.sort_values(['dataset', '_rank', 'score'], na_position='last').drop(columns='_rank').reset_index(drop=True)
 
 # %% ../nbs/08_analysis.ipynb #0043
 def failed_runs(runs:pd.DataFrame) -> pd.DataFrame:
@@ -289,15 +368,15 @@ def _distribution(s:pd.Series):
     return FloatDistribution(float(lo), float(hi), log=log)
 
 # %% ../nbs/08_analysis.ipynb #0056
-def _as_study(runs:pd.DataFrame, params:list, metric:str):
-    "In-memory Optuna study with one completed trial per run, minimising `metric`."
+def _as_study(runs:pd.DataFrame, params:list, metric:str, goal:str='minimize'):
+    "In-memory Optuna study with one completed trial per run, optimising `metric` in the direction of `goal`."
     import optuna
     ok = runs[runs['ok']].dropna(subset=[metric] + list(params))
     dists = {p: _distribution(ok[p]) for p in params}
     cast = {p: (str if hasattr(d, 'choices') else type(d.low)) for p, d in dists.items()}
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try: study = optuna.create_study(direction='minimize')
+    try: study = optuna.create_study(direction=goal)
     finally: optuna.logging.set_verbosity(verbosity)
     study.add_trials([optuna.trial.create_trial(params={p: cast[p](r[p]) for p in params}, distributions=dists,
                                                 value=float(r[metric])) for _, r in ok.iterrows()])
@@ -306,22 +385,24 @@ def _as_study(runs:pd.DataFrame, params:list, metric:str):
 # %% ../nbs/08_analysis.ipynb #0057
 def param_importance(runs:pd.DataFrame, # the runs table, one dataset
                      params:list|None=None, metric:str='error_rate', # default: `swept_params(runs)`
-                     evaluator=None) -> pd.Series: # an `optuna.importance` evaluator; default fANOVA, seeded
+                     evaluator=None, # an `optuna.importance` evaluator; default fANOVA, seeded
+                     goal:str|None=None) -> pd.Series: # default: `metric`'s direction
     "Importance of each swept parameter for `metric`, from an Optuna importance evaluator."
     import optuna
     params = list(params or swept_params(runs))
     if not params: return pd.Series(dtype=float)
     ev = evaluator or optuna.importance.FanovaImportanceEvaluator(seed=0)
-    imp = optuna.importance.get_param_importances(_as_study(runs, params, metric), evaluator=ev, params=params)
-    return pd.Series(imp, name=f'importance for {metric}')
+    study = _as_study(runs, params, metric, metric_goal(metric, goal))
+    return pd.Series(optuna.importance.get_param_importances(study, evaluator=ev, params=params), name=f'importance for {metric}')
 
 # %% ../nbs/08_analysis.ipynb #005b
-def lr_effect(runs:pd.DataFrame, metric:str='error_rate', lr:str='learning_rate') -> pd.DataFrame:
-    "Per dataset and model: runs, the best learning rate, its `metric`, and the rank correlation of lr and `metric`."
-    ok = runs[runs['ok']].dropna(subset=[lr, metric])
+def lr_effect(runs:pd.DataFrame, metric:str='error_rate', lr:str='learning_rate',
+              goal:str|None=None) -> pd.DataFrame: # default: `metric`'s direction
+    "Per dataset and model: runs, the learning rate of the best run, its `metric`, and the rank correlation of lr and `metric`."
+    goal, ok = metric_goal(metric, goal), runs[runs['ok']].dropna(subset=[lr, metric])
     def one(d):
-        best = d.groupby(lr)[metric].mean()
-        return pd.Series({'runs': len(d), f'best_{lr}': best.idxmin(), f'best_{metric}': best.min(),
+        best = d.loc[_best_idx(d[metric], goal)]
+        return pd.Series({'runs': len(d), f'best_{lr}': best[lr], f'best_{metric}': best[metric],
                           'spearman': d[lr].corr(d[metric], method='spearman') if d[lr].nunique() > 1 else np.nan})
     return ok.groupby(['dataset', 'model_name']).apply(one, include_groups=False).reset_index()
 
@@ -335,15 +416,14 @@ def _plain(k:str, v):
 
 # %% ../nbs/08_analysis.ipynb #0062
 def best_config(runs:pd.DataFrame, # the runs table
-                summary:pd.DataFrame|None=None, dataset:str|None=None, # default: `summarise(runs)`; first dataset
-                metric:str='error_rate') -> dict:
-    "Train config (`TRAIN_KEYS` present) of the best run of the best-scored model of `dataset`."
-    s = summary if summary is not None else summarise(runs, metric)
-    s = s[s['dataset'] == (dataset or s['dataset'].iloc[0])].dropna(subset=[f'{metric}_mean'])
-    if s.empty: raise ValueError(f"no completed runs for dataset {dataset!r}")
-    top = s.sort_values(['score', f'{metric}_mean'], na_position='last').iloc[0]
-    cands = runs[runs['ok'] & (runs['dataset'] == top['dataset']) & (runs['model_name'] == top['model_name'])]
-    run = cands.loc[cands[metric].idxmin()]
+                summary:pd.DataFrame|None=None, dataset:str|None=None, # models to pick from (default: all); first dataset
+                metric:str='error_rate', goal:str|None=None) -> dict: # what decides; None: `metric`'s direction
+    "Train config (`TRAIN_KEYS` present) of the best completed run of `dataset` by `metric` in the direction of `goal`."
+    goal, dataset = metric_goal(metric, goal), dataset or sorted(runs['dataset'].unique())[0]
+    c = runs[_done(runs, metric) & (runs['dataset'] == dataset)]
+    if summary is not None: c = c[c['model_name'].isin(summary.loc[summary['dataset'] == dataset, 'model_name'])]
+    if c.empty: raise ValueError(f"no completed runs with {metric} for dataset {dataset!r}")
+    run = c.loc[_best_idx(c[metric], goal)]
     return {k: _plain(k, run[k]) for k in TRAIN_KEYS if k in run and pd.notna(run[k])}
 
 # %% ../nbs/08_analysis.ipynb #0063
@@ -366,15 +446,15 @@ def _png(fig, path:Path) -> str:
 def _slug(s) -> str: return re.sub(r'[^\w.-]+', '_', str(s))
 
 # %% ../nbs/08_analysis.ipynb #006a
-def _dataset_figures(ds, runs:pd.DataFrame, summ:pd.DataFrame, metric:str) -> dict:
+def _dataset_figures(ds, runs:pd.DataFrame, summ:pd.DataFrame, metric:str, goal:str) -> dict:
     "The report's figures for dataset `ds`: name -> Figure."
-    figs = {'pareto': plots.plot_pareto(summ, y=f'{metric}_mean', title=f'{ds}: {metric} vs fit time'),
+    figs = {'pareto': plots.plot_pareto(summ, y=f'{metric}_best', y_goal=goal, title=f'{ds}: best {metric} vs fit time'),
             'score': plots.plot_score(summ)}
-    params = swept_params(runs)
+    params, ok = swept_params(runs), runs[_done(runs, metric)]
     if len(params) > 1:
-        figs['importance'] = plots.plot_importance(param_importance(runs, params, metric))
-        figs['parallel'] = plots.plot_parallel(runs[runs['ok']], params, metric)
-    if 'learning_rate' in params: figs['lr_effect'] = plots.plot_lr_effect(runs[runs['ok']], metric)
+        figs['importance'] = plots.plot_importance(param_importance(runs, params, metric, goal=goal))
+        figs['parallel'] = plots.plot_parallel(ok, params, metric, cmap='viridis' if goal == 'maximize' else 'viridis_r')
+    if 'learning_rate' in params: figs['lr_effect'] = plots.plot_lr_effect(ok, metric, goal=goal)
     return figs
 
 # %% ../nbs/08_analysis.ipynb #006b
@@ -385,34 +465,37 @@ def _table(df:pd.DataFrame) -> str:
 _CSS = ('.ftk-report{font-family:sans-serif;max-width:1100px} .ftk-report .tbl{border-collapse:collapse;font-size:12px}'
         ' .ftk-report .tbl td,.ftk-report .tbl th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}'
         ' .ftk-report img{max-width:100%} .ftk-report pre{background:#f6f6f6;padding:8px}')
-_TITLES = dict(pareto='Error against fit time, with the Pareto front', score='Score ranking (lower is better)',
+_TITLES = dict(pareto='Best {metric} per model against fit time, with the Pareto front',
+               score='Score: error × (fit time + 80 s) of the best run, lower is better',
                importance='Parameter importance (fANOVA)', parallel='Every run across the swept parameters',
-               lr_effect='Learning rate effect per model')
-SUMMARY_COLS = ['dataset', 'model_name', 'model_family', 'runs', 'failed_runs', 'error_rate_mean', 'error_rate_std',
-                'error_rate_min', 'fit_time_mean', 'GPU_mem_mean', 'score', 'pareto']
+               lr_effect='{metric} by learning rate: the best run per point, the best run overall starred')
+SUMMARY_COLS = ['dataset', 'model_name', 'model_family', 'runs', 'failed_runs', '{metric}_best', 'best_run',
+                '{metric}_mean', '{metric}_std', 'fit_time_mean', 'peak_mem_mean', 'score', 'pareto']  # report columns
 
 # %% ../nbs/08_analysis.ipynb #006d
-def _dataset_html(ds, runs, summ, imgs:dict, cfg:dict, metric:str, top:int) -> str:
+def _dataset_html(ds, runs, summ, imgs:dict, cfg:dict, metric:str, goal:str, top:int) -> str:
     "The report's section for one dataset."
-    cols = [c.replace('error_rate', metric) for c in SUMMARY_COLS if c != 'dataset']
-    fails = failed_runs(runs)
-    parts = [f'<h2>{html.escape(str(ds))}</h2>', f'<p>{int(runs.ok.sum())} runs count, {int((~runs.ok).sum())} failed or incomplete, '
-             f'{summ.model_name.nunique()} models.</p>', f'<h3>Best {top} by score</h3>', _table(summ[cols].head(top)),
-             f'<h3>Pareto front ({metric} vs fit time)</h3>', _table(summ[summ.pareto].sort_values('fit_time_mean')[cols])]
-    parts += [f'<h3>{_TITLES.get(k, k)}</h3><img alt="{k}" src="data:image/png;base64,{v}">' for k, v in imgs.items()]
+    cols = list(dict.fromkeys(c.format(metric=metric) for c in SUMMARY_COLS if c != 'dataset'))
+    fails, better, b = failed_runs(runs), 'higher' if goal == 'maximize' else 'lower', summ.iloc[0] if len(summ) else None
+    parts = [f'<h2>{html.escape(str(ds))}</h2>', f'<p>{int(_done(runs, metric).sum())} runs count, {int((~runs.ok).sum())} failed or '
+             f'incomplete, {summ.model_name.nunique()} models. Decided by {metric}, {better} is better: each model by its best run.</p>',
+             f'<h3>Best {top} models by {metric}_best</h3>', _table(summ[cols].head(top)),
+             f'<h3>Pareto front ({metric}_best vs fit time)</h3>', _table(summ[summ.pareto].sort_values('fit_time_mean')[cols])]
+    parts += [f'<h3>{_TITLES.get(k, k).format(metric=metric)}</h3><img alt="{k}" src="data:image/png;base64,{v}">' for k, v in imgs.items()]
+    best = f'<p>The best run, {html.escape(str(b.best_run))}: {metric} {b[f"{metric}_best"]:.4g}.</p>' if cfg else ''
     parts += ['<h3>Failed and incomplete runs</h3>', _table(fails.drop(columns='dataset')) if len(fails) else '<p>none</p>',
-              f'<h3>Best config</h3><pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False)) if cfg else "none: no run completed"}</pre>',
+              f'<h3>Best config</h3>{best}<pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False)) if cfg else "none: no run completed"}</pre>',
               f'<details><summary>All {len(summ)} models</summary>{_table(summ[cols])}</details>']
     return '\n'.join(parts)
 
 # %% ../nbs/08_analysis.ipynb #006e
-def _write_dataset(ds, runs, summ, out:Path, cfg_path:Path, metric:str, top:int, paths:dict) -> str:
+def _write_dataset(ds, runs, summ, out:Path, cfg_path:Path, metric:str, goal:str, top:int, paths:dict) -> str:
     "Write one dataset's PNGs and best config into `out`, recording them in `paths`; return its HTML section."
     imgs = {k: _png(f, paths.setdefault(f'{ds}_{k}', out/f'{_slug(ds)}_{k}.png'))
-            for k, f in _dataset_figures(ds, runs, summ, metric).items()}
-    cfg = best_config(runs, summ, ds, metric) if summ[f'{metric}_mean'].notna().any() else {}
-    if cfg: paths[f'{ds}_best_config'] = save_best_config(cfg, cfg_path, f'best for dataset {ds}')
-    return _dataset_html(ds, runs, summ, imgs, cfg, metric, top)
+            for k, f in _dataset_figures(ds, runs, summ, metric, goal).items()}
+    cfg = best_config(runs, summ, ds, metric, goal) if summ[f'{metric}_best'].notna().any() else {}
+    if cfg: paths[f'{ds}_best_config'] = save_best_config(cfg, cfg_path, f'best run for dataset {ds} by {metric} ({goal})')
+    return _dataset_html(ds, runs, summ, imgs, cfg, metric, goal, top)
 
 # %% ../nbs/08_analysis.ipynb #006f
 def _write_html(path:Path, title:str, sections:list) -> Path:
@@ -422,27 +505,37 @@ def _write_html(path:Path, title:str, sections:list) -> Path:
                     + '\n'.join(sections) + '\n</div></body></html>\n')
     return path
 
+# %% ../nbs/08_analysis.ipynb #0116
+def _check_completed(runs:pd.DataFrame, source, metric:str):
+    "Fail in one line when no run completed with `metric`: a report of nothing would look like an answer."
+    _check_metric(runs, metric)
+    if _done(runs, metric).any(): return
+    name = 'the runs given' if isinstance(source, pd.DataFrame) else str(source)
+    raise ValueError(f"no completed runs in {name}: {len(runs)} runs, all failed or incomplete; see the sweep's "
+                     "results.csv, or failed_runs(read_runs(SOURCE)) for each run's status")
+
 # %% ../nbs/08_analysis.ipynb #0070
 def write_report(source, # anything `read_runs` reads, or a runs DataFrame
                  out, # folder to write into (created)
-                 dataset:str|None=None, metric:str='error_rate', score=None, # one dataset only; see `summarise`
-                 max_mem:float|None=None, max_time:float|None=None, top:int=20) -> dict:
+                 dataset:str|None=None, # one dataset only
+                 metric:str|None=None, goal:str|None=None, # what decides; None: the sweep's own (`sweep_objective`)
+                 score=None, max_mem:float|None=None, max_time:float|None=None, top:int=20) -> dict: # see `summarise`
     "Write summary.csv, PNG plots, best_config.yaml and a self-contained report.html; return their paths."
-    runs, out = read_runs(source), Path(out)
+    runs, out, (metric, goal) = read_runs(source), Path(out), sweep_objective(source, metric, goal)
     if dataset is not None: runs = runs[runs['dataset'] == dataset]
     if runs.empty: raise ValueError(f"no runs in {source!r}" + (f" for dataset {dataset!r}" if dataset else ''))
+    _check_completed(runs, source, metric)
     out.mkdir(parents=True, exist_ok=True)
-    summ, dss = summarise(runs, metric, score, max_mem, max_time), sorted(runs['dataset'].unique())
+    summ, dss = summarise(runs, metric, goal, score, max_mem, max_time), sorted(runs['dataset'].unique())
     paths = {'summary': out/'summary.csv', 'best_config': out/'best_config.yaml', 'report': out/'report.html'}
     summ.to_csv(paths['summary'], index=False)
     body = [_write_dataset(ds, runs[runs['dataset'] == ds], summ[summ['dataset'] == ds], out,
                            paths['best_config'] if len(dss) == 1 else out/f'best_config_{_slug(ds)}.yaml',
-                           metric, top, paths) for ds in dss]
-    cfgs = [paths[k] for k in (f'{ds}_best_config' for ds in dss) if k in paths]  # none when no run completed
+                           metric, goal, top, paths) for ds in dss]
+    cfgs = [paths[k] for k in (f'{ds}_best_config' for ds in dss) if k in paths]  # none when filters dropped every model
     if len(dss) > 1 and cfgs: shutil.copy(cfgs[0], paths['best_config'])
     if not cfgs: del paths['best_config']
-    name = 'runs' if isinstance(source, pd.DataFrame) else Path(str(source)).name
-    _write_html(paths['report'], f'Sweep analysis: {name}', body)
+    _write_html(paths['report'], f'Sweep analysis: {"runs" if isinstance(source, pd.DataFrame) else Path(str(source)).name}', body)
     return paths
 
 # %% ../nbs/08_analysis.ipynb #0071

@@ -6,64 +6,99 @@ Docs: https://finetune-kit.github.io/finetune_kit/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #0003
 from __future__ import annotations
-import sys, json, argparse, dataclasses
+import sys, json, argparse, dataclasses, difflib, inspect, re, warnings
 from pathlib import Path
+from fastcore.docments import docments
+from . import __version__
+from .config import TrainConfig, CHOICES, ALIASES
 
 # %% auto #0
-__all__ = ['COMMANDS', 'Parser', 'train_parser', 'cmd_train', 'cmd_predict', 'cmd_check_data', 'cmd_weights', 'cmd_sweep',
-           'cmd_analyze', 'main']
+__all__ = ['COMMANDS', 'Parser', 'train_parser', 'unalias', 'cmd_train', 'cmd_predict', 'cmd_check_data', 'cmd_weights',
+           'cmd_sweep', 'cmd_analyze', 'main']
 
 # %% ../nbs/11_cli.ipynb #0006
 class Parser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose errors raise `ValueError` (with close-match hints for unknown flags)."
+    "An `ArgumentParser` with no prefix matching, whose errors raise `ValueError` (with close-match hints for unknown flags)."
+    def __init__(self, *args, aliases:dict|None=None, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.aliases = aliases or {}  # flag names (no dashes) accepted for others: hinted like flags
     def error(self, message):
-        import difflib, re
-        flags = [o for a in self._actions for o in a.option_strings]
+        flags = [o for a in self._actions for o in a.option_strings] + [f'--{a}' for a in self.aliases]
         for bad in re.findall(r'(--?[\w-]+)', message.split('unrecognized arguments:')[-1]) if 'unrecognized' in message else []:
             if close := difflib.get_close_matches(bad, flags, n=1): message += f" (did you mean {close[0]}?)"
         raise ValueError(f"{self.prog}: {message}")
 
 # %% ../nbs/11_cli.ipynb #0008
+def _field_help(f:dataclasses.Field, doc:str|None)->str:
+    "A flag's help: the key's docment, its allowed values and its default."
+    parts = [doc or ''] + ([f"one of: {', '.join(CHOICES[f.name])}"] if f.name in CHOICES else [])
+    return '; '.join(p for p in parts if p) + f" (default: {f.default})"
+
+def _alias_epilog()->str:
+    return 'aliases: ' + ', '.join(f'--{a} = --{k}' for a, k in ALIASES.items())
+
+# %% ../nbs/11_cli.ipynb #0008b
 def train_parser()->argparse.ArgumentParser:
-    "Parser for `finetune-kit train`: `--config`, `--resume` and one `--<key>` per `TrainConfig` field."
-    from finetune_kit.train import TrainConfig
-    p = Parser(prog='finetune-kit train', description='Fine-tune a timm model with fastai.',
-                                argument_default=argparse.SUPPRESS)
+    "Parser for `finetune-kit train`: `--config`, `--resume`, `--overwrite` and one `--<key>` per `TrainConfig` field."
+    p = Parser(prog='finetune-kit train', description='Fine-tune a timm model with fastai.', epilog=_alias_epilog(),
+               aliases=ALIASES, argument_default=argparse.SUPPRESS)
     p.add_argument('--config', help='YAML file of config keys; flags override it')
-    p.add_argument('--resume', action='store_true', help='continue the interrupted run in --out')
+    p.add_argument('--resume', action='store_true', help='continue the run in --out (more --epochs extend a finished one)')
+    p.add_argument('--overwrite', action='store_true', help='replace the run already in --out')
+    docs = docments(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         extra = dict(nargs='?', const='true') if str(f.type).startswith('bool') else {}
-        p.add_argument(f'--{f.name}', metavar=str(f.type).split('|')[0].upper(), help=f'default: {f.default}', **extra)
+        p.add_argument(f'--{f.name}', metavar=str(f.type).split('|')[0].strip().upper(), help=_field_help(f, docs.get(f.name)), **extra)
     return p
+
+# %% ../nbs/11_cli.ipynb #0008c
+def unalias(argv:list[str])->list[str]:
+    "`argv` with alias flags (`--lr 0.01`, `--bs=32`) spelled as the config keys they stand for."
+    def one(a):
+        flag, eq, val = a.partition('=')
+        k = ALIASES.get(flag[2:]) if flag.startswith('--') else None
+        return f'--{k}{eq}{val}' if k else a
+    return [one(a) for a in argv]
 
 # %% ../nbs/11_cli.ipynb #000a
 def cmd_train(argv:list[str]):
-    "finetune-kit train [--config FILE] [--resume] [--KEY VALUE ...]"
-    from finetune_kit.train import train
-    a = vars(train_parser().parse_args(argv))
-    cfg, resume = a.pop('config', None), a.pop('resume', False)
-    res = train(cfg, resume=resume, **a)
+    "finetune-kit train [--config FILE] [--resume] [--overwrite] [--KEY VALUE ...]"
+    a = vars(train_parser().parse_args(unalias(argv)))
+    from finetune_kit.training import train
+    cfg, resume, overwrite = a.pop('config', None), a.pop('resume', False), a.pop('overwrite', False)
+    res = train(cfg, resume=resume, overwrite=overwrite, **a)
     if res.status != 'completed': raise RuntimeError(f"training {res.status} (see {res.out/'metrics.json'})")
 
 # %% ../nbs/11_cli.ipynb #000c
 def cmd_predict(argv:list[str]):
     "finetune-kit predict --model-dir OUT/model IMAGE_OR_FOLDER... : one JSON line per image"
-    from finetune_kit.train import predict
     p = Parser(prog='finetune-kit predict')
     p.add_argument('--model-dir', '--model_dir', required=True, dest='model_dir')
     p.add_argument('items', nargs='+'); p.add_argument('--k', type=int, default=3)
     a = p.parse_args(argv)
-    for r in predict(a.model_dir, a.items, k=a.k): print(json.dumps(r))
+    from finetune_kit.inference import predict
+    rows = predict(a.model_dir, a.items, k=a.k)
+    for r in rows:
+        if 'error' in r: print(f"finetune-kit: skipped {r['path']}: {r['error']}", file=sys.stderr)
+        else: print(json.dumps(r), flush=True)
+    if all('error' in r for r in rows): raise ValueError(f"none of the {len(rows)} images could be read")
 
 # %% ../nbs/11_cli.ipynb #000d
+def _signature_flags(p:argparse.ArgumentParser, fn, skip=()):
+    "One `--name` flag per keyword parameter of `fn`, with its default and docment: declared once, in `fn`."
+    docs = docments(fn)
+    for name, prm in inspect.signature(fn).parameters.items():
+        if prm.default is inspect.Parameter.empty or name in skip: continue
+        tp = type(prm.default) if prm.default is not None and not isinstance(prm.default, bool) else None
+        p.add_argument(f'--{name}', type=tp, default=prm.default, help=f"{docs.get(name) or ''} (default: {prm.default})")
+
 def cmd_check_data(argv:list[str]):
-    "finetune-kit check-data SPEC [--valid_pct P] [--task T] [--label_delim D] [--label_re RE]"
+    "finetune-kit check-data SPEC [--valid_pct P] [--task T] [--label_delim D] [--label_re RE] [--path_col C] [--label_col C]"
     from finetune_kit.data import check_data
-    p = Parser(prog='finetune-kit check-data')
-    p.add_argument('spec'); p.add_argument('--valid_pct', type=float, default=0.2)
-    p.add_argument('--task', default='auto'); p.add_argument('--label_delim'); p.add_argument('--label_re')
-    a = p.parse_args(argv)
-    print(check_data(a.spec, valid_pct=a.valid_pct, task=a.task, label_delim=a.label_delim, label_re=a.label_re))
+    p = Parser(prog='finetune-kit check-data'); p.add_argument('spec')
+    _signature_flags(p, check_data, skip=('max_bad_pct', 'decode', 'progress'))
+    a = vars(p.parse_args(argv))
+    print(check_data(a.pop('spec'), **a))
 
 # %% ../nbs/11_cli.ipynb #000f
 def cmd_weights(argv:list[str]):
@@ -89,44 +124,55 @@ def cmd_sweep(argv:list[str]):
     from finetune_kit.sweep import sweep_cli
     sweep_cli(argv)
 
+# %% ../nbs/11_cli.ipynb #0011b
 def cmd_analyze(argv:list[str]):
-    "finetune-kit analyze SOURCE [--out DIR] [--dataset D] [--metric M] [--max_mem GB] [--max_time S]"
-    from finetune_kit.analysis import write_report
-    p = Parser(prog='finetune-kit analyze',
-                                description='summary.csv, plots, best_config.yaml and report.html from sweep results')
+    "finetune-kit analyze SOURCE [--out DIR] [--dataset D] [--metric M] [--goal minimize|maximize] [--max_mem GB] [--max_time S]"
+    p = Parser(prog='finetune-kit analyze', description='summary.csv, plots, best_config.yaml and report.html from sweep results')
     p.add_argument('source', help='sweep folder, results CSV, Optuna storage URL, or folder of W&B offline runs')
     p.add_argument('--out', default=None, help='default: SOURCE_analysis next to the source')
-    p.add_argument('--dataset'); p.add_argument('--metric', default='error_rate')
+    p.add_argument('--dataset'); p.add_argument('--metric', help="default: the sweep's own metric (error_rate for a CSV)")
+    p.add_argument('--goal', choices=('minimize', 'maximize'), help="default: the sweep's goal, else the metric's direction")
     p.add_argument('--max_mem', type=float); p.add_argument('--max_time', type=float)
     a = p.parse_args(argv)
+    from finetune_kit.analysis import write_report
     out = a.out or f"{str(a.source).rstrip('/').removesuffix('.csv')}_analysis"
-    paths = write_report(a.source, out, dataset=a.dataset, metric=a.metric, max_mem=a.max_mem, max_time=a.max_time)
+    paths = write_report(a.source, out, dataset=a.dataset, metric=a.metric, goal=a.goal, max_mem=a.max_mem, max_time=a.max_time)
     for k, v in paths.items(): print(f"{k}: {v}")
 
 # %% ../nbs/11_cli.ipynb #0013
 COMMANDS = {'train': cmd_train, 'predict': cmd_predict, 'check-data': cmd_check_data, 'weights': cmd_weights,
             'sweep': cmd_sweep, 'analyze': cmd_analyze}
 
+def _usage()->str:
+    return (f"usage: finetune-kit {{{','.join(COMMANDS)}}} ... | --version\n\n" + '\n'.join(f"  {fn.__doc__}" for fn in COMMANDS.values())
+            + "\n\n'finetune-kit COMMAND --help' lists a command's flags; a bare --KEY VALUE list means 'train'.")
+
+# %% ../nbs/11_cli.ipynb #0013b
 def main(argv:list[str]|None=None):
     "Entry point of the `finetune-kit` console script."
     argv = sys.argv[1:] if argv is None else list(argv)
     _quiet_libraries()
-    if not argv or argv[0] in ('-h', '--help'):
-        print('usage: finetune-kit {' + ','.join(COMMANDS) + '} ...\n\n' +
-              '\n'.join(f"  {fn.__doc__}" for fn in COMMANDS.values()))
-        return 0
+    if not argv or argv[0] in ('-h', '--help'): print(_usage()); return 0
+    if argv[0] in ('-V', '--version'): print(f'finetune-kit {__version__}'); return 0
     cmd = argv[0] if argv[0] in COMMANDS else 'train' if argv[0].startswith('--') else None
-    if cmd is None: return _fail(f"unknown command {argv[0]!r}: choose one of {', '.join(COMMANDS)}")
+    if cmd is None:
+        hint = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        return _fail(f"unknown command {argv[0]!r}: choose one of {', '.join(COMMANDS)}" + (f" (did you mean {hint[0]}?)" if hint else ''))
     try: COMMANDS[cmd](argv[1:] if argv[0] == cmd else argv)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError, ImportError) as e: return _fail(str(e))
     except KeyboardInterrupt: return _fail('interrupted: run the same command again to resume (train: add --resume)', 130)
     return 0
 
+# %% ../nbs/11_cli.ipynb #0013c
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    "Show a warning the way the CLI shows errors: one line, no file name or source line."
+    print(f"finetune-kit: warning: {message}", file=file or sys.stderr)
+
 def _quiet_libraries():
-    "Hide third-party deprecation chatter (torch.jit, pandas options) so errors stay one line."
-    import warnings
+    "Hide third-party deprecation chatter (torch.jit, pandas options) and print the rest as one line each."
     for cat in (FutureWarning, DeprecationWarning, PendingDeprecationWarning): warnings.filterwarnings('ignore', category=cat)
     warnings.filterwarnings('ignore', message='.*chained_assignment.*')
+    warnings.showwarning = _one_line_warning
 
 def _fail(msg:str, code:int=2)->int:
     print(f"finetune-kit: error: {msg}", file=sys.stderr)

@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #0002
 from __future__ import annotations
-import hashlib, io, json, os, re, sys, time, warnings
+import hashlib, io, json, math, os, re, sys, time, uuid, warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,19 +15,20 @@ import numpy as np, pandas as pd, torch
 from PIL import Image, UnidentifiedImageError
 from fastprogress.fastprogress import progress_bar
 from fastcore.basics import patch
-from fastai.data.block import DataBlock, CategoryBlock, MultiCategoryBlock
+from fastai.data.block import DataBlock, CategoryBlock, MultiCategoryBlock, TransformBlock
 from fastai.data.core import TfmdDL
-from fastai.data.transforms import ColReader, ColSplitter
+from fastai.data.transforms import ColReader, ColSplitter, IntToFloatTensor, ToTensor
 from fastai.torch_core import TensorImage
-from fastai.vision.data import ImageBlock
+from fastai.vision.augment import Resize, ResizeMethod
 from fasttransform.transform import compose_tfms
 from .datasets import resolve_data, cache_dir
-from .transforms import get_tfms
+from .transforms import get_tfms, OpenImage
 
 # %% auto #0
-__all__ = ['TASKS', 'CHECK_VERSION', 'MAX_BAD_PCT', 'MEM_CACHE_MB', 'KEEP_PRELOADED', 'Source', 'from_folder', 'from_file_names',
-           'from_df', 'from_csv', 'load_source', 'detect_task', 'resolve_task', 'check_file', 'check_files',
-           'DataReport', 'check_data', 'MemoryDL', 'get_dls']
+__all__ = ['PATH_COLS', 'LABEL_COLS', 'TASKS', 'CHECK_VERSION', 'MAX_BAD_PCT', 'MEM_CACHE_MB', 'KEEP_PRELOADED', 'DISK_CACHE_GB',
+           'Source', 'from_folder', 'from_file_names', 'from_df', 'from_csv', 'load_source', 'detect_task',
+           'resolve_task', 'check_file', 'check_files', 'DataReport', 'check_data', 'MemoryDL', 'cache_enabled',
+           'cache_cap', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #0007
 @dataclass
@@ -101,14 +102,43 @@ def _escapes(p:Path, root:Path) -> bool:
     try: p.resolve().relative_to(root.resolve()); return False
     except ValueError: return True
 
+# %% ../nbs/01_data.ipynb #005c
+PATH_COLS = ('path', 'fname', 'file', 'filename', 'image', 'image_path') # names of a file column (any case)
+LABEL_COLS = ('label', 'labels', 'class', 'target')                       # names of a label column (any case)
+
+# %% ../nbs/01_data.ipynb #005e
+def _named_col(columns:list, names:tuple, what:str, arg:str, where:str):
+    "The one column of `columns` called one of `names` (any case), or None; several is an error."
+    found = [c for c in columns if str(c).strip().lower() in names]
+    if len(found) > 1: raise ValueError(f"{where} has several {what} columns {found}: pass {arg}= to pick one")
+    return found[0] if found else None
+
+# %% ../nbs/01_data.ipynb #005f
+def _columns(columns, path_col=None, label_col=None, where:str='the DataFrame') -> tuple:
+    "The `(file, label)` columns of a table: as named, else by their usual names, else by position."
+    columns = list(columns)
+    for arg, c in (('path_col', path_col), ('label_col', label_col)):
+        if c is not None and c not in columns: raise ValueError(f"{where} has no column {c!r} ({arg}): its columns are {columns}")
+    if path_col is not None and path_col == label_col: raise ValueError(f"path_col and label_col are both {path_col!r}: give each a column")
+    free = [c for c in columns if c not in (path_col, label_col, 'is_valid')]
+    if path_col is None: path_col = _named_col([c for c in free if c != label_col], PATH_COLS, 'file', 'path_col', where)
+    if label_col is None: label_col = _named_col([c for c in free if c != path_col], LABEL_COLS, 'label', 'label_col', where)
+    rest = [c for c in free if c not in (path_col, label_col)]
+    need = [a for a, c in (('path_col', path_col), ('label_col', label_col)) if c is None]
+    if need and len(rest) != len(need):
+        what = ' and '.join(dict(path_col='the files', label_col='the labels')[a] for a in need)
+        raise ValueError(f"{where}: can't tell which of its columns {columns} hold {what}: name them like `fname,label` or pass {'= and '.join(need)}=")
+    if path_col is None: path_col, rest = rest[0], rest[1:]
+    return path_col, label_col if label_col is not None else rest[0]
+
 # %% ../nbs/01_data.ipynb #0014
-def from_df(df:pd.DataFrame, root=None, label_delim=None, valid_pct:float=0.2, seed:int=42, kind='dataframe') -> Source:
-    "Items of a DataFrame with `path` and `label` columns (and optionally `is_valid`), paths relative to `root`."
-    if missing := {'path', 'label'} - set(df.columns):
-        raise ValueError(f"the {kind} lacks column(s) {sorted(missing)}: it needs `path,label`")
+def from_df(df:pd.DataFrame, root=None, label_delim=None, valid_pct:float=0.2, seed:int=42, kind='dataframe',
+            path_col=None, label_col=None) -> Source: # the file and label columns (None: found by `_columns`)
+    "Items of a DataFrame with file and label columns (and optionally `is_valid`), paths relative to `root`."
+    pc, lc = _columns(df.columns, path_col, label_col, 'the DataFrame')
     root = Path(root) if root is not None else Path.cwd()
-    paths = [Path(p) if Path(p).is_absolute() else root/p for p in df['path'].astype(str)]
-    raw = df['label'].fillna('').astype(str)
+    paths = [Path(p) if Path(p).is_absolute() else root/p for p in df[pc].astype(str)]
+    raw = df[lc].fillna('').astype(str)
     labels = [[l for l in s.split(label_delim) if l] for s in raw] if label_delim else list(raw)
     is_valid = df['is_valid'].astype(bool).values if 'is_valid' in df else _random_split(len(df), valid_pct, seed)
     out = np.array([kind == 'csv' and _escapes(p, root) for p in paths], bool)
@@ -117,26 +147,32 @@ def from_df(df:pd.DataFrame, root=None, label_delim=None, valid_pct:float=0.2, s
     return Source(root, kind, _items([paths[i] for i in keep], [labels[i] for i in keep], is_valid[keep]), skipped=skipped)
 
 # %% ../nbs/01_data.ipynb #0015
-def from_csv(fn, label_delim=None, valid_pct:float=0.2, seed:int=42) -> Source:
-    "Items of a CSV file of `path,label` rows, paths relative to the CSV's folder."
+def from_csv(fn, label_delim=None, valid_pct:float=0.2, seed:int=42, path_col=None, label_col=None) -> Source:
+    "Items of a CSV file of file and label columns (`fname,label`, `path,label`, ...), paths relative to the CSV's folder."
     fn = Path(fn)
-    return from_df(pd.read_csv(fn, dtype={'label': str}), fn.parent, label_delim, valid_pct, seed, kind='csv')
+    pc, lc = _columns(pd.read_csv(fn, nrows=0).columns, path_col, label_col, f'CSV {fn}')
+    df = pd.read_csv(fn, dtype={pc: str, lc: str})
+    return from_df(df, fn.parent, label_delim, valid_pct, seed, 'csv', pc, lc)
 
 # %% ../nbs/01_data.ipynb #0018
 def load_source(spec,                 # dataset name ('sample', 'fashion-mnist'), folder, CSV file, or DataFrame
                 valid_pct:float=0.2,  # share of images for validation when the data has no split
                 seed:int=42,          # seed of that split
                 label_delim=None,     # separator of several labels in a CSV/DataFrame label (multi-label)
-                label_re=None) -> Source: # regex whose first group, searched in file names, is the label
+                label_re=None,        # regex whose first group, searched in file names, is the label
+                path_col=None,        # CSV/DataFrame column of the files (None: `path`, `fname`, ... or the first column)
+                label_col=None) -> Source: # ... of the labels (None: `label`, `class`, ... or the second column)
     "The `Source` of a data spec."
     if label_delim == '': raise ValueError("label_delim='' is empty: use e.g. ' ' or ';', or None for one label per image")
-    if isinstance(spec, pd.DataFrame): return from_df(spec, None, label_delim, valid_pct, seed)
+    if isinstance(spec, pd.DataFrame): return from_df(spec, None, label_delim, valid_pct, seed, path_col=path_col, label_col=label_col)
     p = resolve_data(spec)
     if p.is_file() and p.suffix.lower() == '.csv':
         if label_re: raise ValueError("label_re reads labels from file names; a CSV already has a label column")
-        return from_csv(p, label_delim, valid_pct, seed)
+        return from_csv(p, label_delim, valid_pct, seed, path_col, label_col)
     if label_delim:
         raise ValueError(f"label_delim={label_delim!r} splits a CSV's label column; {p} is a folder, labelled by folder names")
+    if path_col is not None or label_col is not None:
+        raise ValueError(f"path_col/label_col name columns of a CSV or DataFrame; {p} is a folder, labelled by folder names")
     if not p.is_dir(): raise ValueError(f"data {spec!r} is a file but not a .csv: give a folder of images or a CSV")
     return from_file_names(p, label_re, valid_pct, seed) if label_re else from_folder(p, valid_pct, seed)
 
@@ -164,31 +200,38 @@ def resolve_task(task:str, labels:list) -> str:
 
 # %% ../nbs/01_data.ipynb #0021
 def check_file(fn) -> tuple:
-    "Read and fully decode image `fn`: `(ok, reason, mode, width, height, md5)`."
+    "Read and decode image `fn` (a JPEG at 1/8 scale): `(ok, reason, mode, width, height, md5)`."
     try: data = Path(fn).read_bytes()
     except FileNotFoundError: return False, 'missing', '', 0, 0, ''
     except OSError as e: return False, f'unreadable: {e.strerror or e}', '', 0, 0, ''
     md5 = hashlib.md5(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as im:
+            mode, (w, h) = im.mode, im.size
+            if im.format == 'JPEG': im.draft(None, (1, 1))
             im.load()
-            return True, '', im.mode, im.size[0], im.size[1], md5
+            return True, '', mode, w, h, md5
     except UnidentifiedImageError: return False, 'not an image', '', 0, 0, md5
     except Exception as e: return False, f'corrupt or truncated: {e}', '', 0, 0, md5
 
 # %% ../nbs/01_data.ipynb #0024
 CHECK_VERSION = 1
 
-# %% ../nbs/01_data.ipynb #0025
-def _check_cache_file(root:Path, paths:list) -> Path:
-    "Where the check results of `paths` are cached: keyed by their paths, mtimes and sizes."
-    h = hashlib.md5(f'v{CHECK_VERSION}'.encode())
+# %% ../nbs/01_data.ipynb #stat-hash
+def _stat_hash(paths, salt:str='') -> str:
+    "A hash of `salt` and every path with its modification time and size: it changes when any file does."
+    h = hashlib.md5(salt.encode())
     for p in paths:
         try: st = os.stat(p); h.update(f'{p}|{st.st_mtime_ns}|{st.st_size}\n'.encode())
         except OSError: h.update(f'{p}|missing\n'.encode())
+    return h.hexdigest()
+
+# %% ../nbs/01_data.ipynb #0025
+def _check_cache_file(root:Path, paths:list) -> Path:
+    "Where the check results of `paths` are cached: keyed by their paths, mtimes and sizes."
     folder = root/'.finetune_kit' if root is not None else cache_dir()/'checks'
     if not os.access(folder.parent, os.W_OK) and not folder.exists(): folder = cache_dir()/'checks'
-    return folder/f'check-{h.hexdigest()}.json'
+    return folder/f'check-{_stat_hash(paths, f"v{CHECK_VERSION}")}.json'
 
 # %% ../nbs/01_data.ipynb #0026
 def _save_json(fn:Path, obj):
@@ -335,13 +378,14 @@ def validate(self:DataReport, max_bad_pct:float=MAX_BAD_PCT) -> DataReport:
 # %% ../nbs/01_data.ipynb #0037
 def check_data(spec,                   # dataset name, folder, CSV file or DataFrame (see `load_source`)
                valid_pct:float=0.2, seed:int=42, label_delim=None, label_re=None, # as in `load_source`
+               path_col=None, label_col=None, # as in `load_source`
                task:str='auto',        # 'auto', 'single', 'binary' or 'multi'
                max_bad_pct:float|None=MAX_BAD_PCT, # refuse (ValueError) above this share of unusable files; None: never
                decode:bool=True,       # fully decode every file (False: trust the files, no duplicates check)
                progress:bool=True) -> DataReport: # show a progress bar while decoding
     "Check a dataset before training: decode every file, find problems, count images per class and split."
     t0 = time.perf_counter()
-    src = load_source(spec, valid_pct, seed, label_delim, label_re)
+    src = load_source(spec, valid_pct, seed, label_delim, label_re, path_col, label_col)
     cache_root = None if src.kind == 'dataframe' else src.root   # a DataFrame's files may live anywhere
     unchecked = [(True, '', '', 0, 0, '')] * len(src.items)
     res, cached = check_files(src.items.path, cache_root, progress) if decode else (unchecked, False)
@@ -368,21 +412,113 @@ _preloaded = {}
 
 # %% ../nbs/01_data.ipynb #0041
 def _preload_key(dl:TfmdDL) -> str:
-    "A hash of a DataLoader's items and item transforms."
-    items = dl.dataset.items
-    h = hashlib.md5('\n'.join(map(str, items.path)).encode())
-    h.update(repr(list(dl.after_item.fs)).encode())
-    return h.hexdigest()
+    "A hash of a DataLoader's files (paths, mtimes, sizes), how they are opened, and its item transforms."
+    return _stat_hash(dl.dataset.items.path, f'{dl.dataset.tls[0].tfms!r}|{list(dl.after_item.fs)!r}')
+
+# %% ../nbs/01_data.ipynb #cache-gb
+DISK_CACHE_GB = 4.0
+
+# %% ../nbs/01_data.ipynb #cache-on
+def cache_enabled(cache:bool|None=None) -> bool:
+    "Whether to use the disk cache of resized images: `cache` if a bool, else unless `$FINETUNE_KIT_NO_CACHE` is set."
+    if cache is not None: return bool(cache)
+    return os.environ.get('FINETUNE_KIT_NO_CACHE', '').strip().lower() in ('', '0', 'false', 'no')
+
+# %% ../nbs/01_data.ipynb #cache-cap
+def cache_cap() -> int:
+    "The disk cache's size limit in bytes: `$FINETUNE_KIT_CACHE_GB` gigabytes, else `DISK_CACHE_GB`."
+    return int(float(os.environ.get('FINETUNE_KIT_CACHE_GB') or DISK_CACHE_GB) * 2**30)
+
+# %% ../nbs/01_data.ipynb #cache-file
+def _cache_file(key:str) -> Path:
+    "Where the disk cache keeps the images of preload key `key`."
+    return cache_dir()/'images'/f'{key}.npy'
+
+# %% ../nbs/01_data.ipynb #cache-evict
+def _evict(folder:Path, cap:int, keep:Path=None):
+    "Delete the least recently used image sets in `folder` (never `keep`) until they take at most `cap` bytes."
+    found = []
+    for f in folder.glob('*.npy'):
+        try: st = f.stat(); found.append((st.st_mtime, st.st_size, f))
+        except OSError: pass
+    total = sum(s for _, s, _ in found)
+    for _, s, f in sorted(found):
+        if total <= cap: break
+        if f != keep: f.unlink(missing_ok=True); total -= s
+    for t in folder.glob('.*.npy.*'):   # temporary files of writers that died, a day later
+        try:
+            if time.time() - t.stat().st_mtime > 86400: t.unlink()
+        except OSError: pass
+
+# %% ../nbs/01_data.ipynb #n-cores
+def _n_cores() -> int:
+    "CPU cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+# %% ../nbs/01_data.ipynb #squish-size
+def _squish_size(dl:TfmdDL) -> int|None:
+    "The side of the square that `dl`'s item transforms squish file images to, if that is all they do; else None."
+    fs, items = list(dl.after_item.fs), dl.dataset.items
+    ok = len(fs) == 2 and isinstance(fs[0], Resize) and fs[0].method == ResizeMethod.Squish and fs[0].mode == Image.BILINEAR and type(fs[1]) is ToTensor
+    return fs[0].size[0] if ok and fs[0].size[0] == fs[0].size[1] and hasattr(items, 'path') else None
+
+# %% ../nbs/01_data.ipynb #open-squished
+def _open_squished(fn, size:int) -> torch.Tensor:
+    "Image file `fn` squished to a `size` square, as a `uint8` CHW tensor: `OpenImage`, `Resize`, `ToTensor` without fastai's overhead."
+    im = OpenImage(size)(fn)
+    return torch.from_numpy(np.array(im.resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
+
+# %% ../nbs/01_data.ipynb #item-images
+class _ItemImages(torch.utils.data.Dataset):
+    "The images of a `TfmdDL` after its item transforms in validation mode, as `uint8` tensors."
+    def __init__(self, dl:TfmdDL): self.dl, self.size = dl, _squish_size(dl)
+    def __len__(self): return len(self.dl.dataset)
+    def __getitem__(self, i):
+        if self.size: return _open_squished(self.dl.dataset.items.path.iloc[i], self.size)
+        return compose_tfms(self.dl.dataset.tls[0][i], tfms=self.dl.after_item.fs, split_idx=1).as_subclass(torch.Tensor)
+
+# %% ../nbs/01_data.ipynb #decode-all
+def _decode_all(dl:TfmdDL, out:np.ndarray, n_workers:int, bs:int=16):
+    "Fill `out` with every image of `dl` after its item transforms, decoded in `n_workers` processes (0: here)."
+    n_workers = min(n_workers, math.ceil(len(out) / bs))
+    loader = torch.utils.data.DataLoader(_ItemImages(dl), batch_size=bs, num_workers=n_workers)
+    for i, xb in enumerate(loader): out[i*bs:i*bs+len(xb)] = xb.numpy()
+    return out
+
+# %% ../nbs/01_data.ipynb #new-out
+def _new_array(fn:Path, shape:tuple, cache:bool):
+    "An empty `uint8` array of `shape`: a temporary `.npy` next to `fn` with `cache` (if it fits and can be written), else in memory."
+    if cache and math.prod(shape) <= cache_cap():
+        tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}')
+        try:
+            fn.parent.mkdir(parents=True, exist_ok=True)
+            return np.lib.format.open_memmap(tmp, 'w+', np.uint8, shape), tmp
+        except OSError: pass
+    return np.empty(shape, np.uint8), None
+
+# %% ../nbs/01_data.ipynb #load-images
+def _load_images(dl:TfmdDL, key:str, cache:bool, n_workers:int) -> np.ndarray:
+    "`dl`'s item-transformed images: from the disk cache, else decoded (and, with `cache`, saved there)."
+    fn = _cache_file(key)
+    if cache and fn.exists():
+        try: x = np.load(fn, mmap_mode='c'); os.utime(fn); return x
+        except (OSError, ValueError): pass
+    out, tmp = _new_array(fn, (len(dl.dataset), *_ItemImages(dl)[0].shape), cache)
+    if tmp is None: return _decode_all(dl, out, n_workers)
+    try: _decode_all(dl, out, n_workers); out.flush(); del out; os.replace(tmp, fn)
+    finally: tmp.unlink(missing_ok=True)
+    _evict(fn.parent, cache_cap(), keep=fn)
+    return np.load(fn, mmap_mode='c')
 
 # %% ../nbs/01_data.ipynb #0042
 @patch
-def preload(self:MemoryDL, n_threads:int=None) -> MemoryDL:
+def preload(self:MemoryDL,
+            cache:bool=False,     # read and write the images in the disk cache
+            n_workers:int=None):  # decoding processes (None: one per core; 0: in this process)
     "Run every image through the item transforms once (validation mode), keeping the results in memory."
     key, n = _preload_key(self), len(self.dataset)
     if key not in _preloaded:
-        def one(i): return compose_tfms(self.dataset.tls[0][i], tfms=self.after_item.fs, split_idx=1)
-        with ThreadPoolExecutor(n_threads or 2*(os.cpu_count() or 1)) as ex: xs = list(ex.map(one, range(n)))
-        _preloaded[key] = torch.stack([x.as_subclass(torch.Tensor) for x in xs])
+        _preloaded[key] = torch.from_numpy(_load_images(self, key, cache, _n_cores() if n_workers is None else n_workers))
         while len(_preloaded) > KEEP_PRELOADED: _preloaded.pop(next(iter(_preloaded)))
     ys = [self.dataset.tls[1][i] for i in range(n)]
     self.xs, self.ys, self.y_type = _preloaded[key], torch.stack([y.as_subclass(torch.Tensor) for y in ys]), type(ys[0])
@@ -398,18 +534,20 @@ def new(self:MemoryDL, dataset=None, cls=None, **kwargs):
     return res
 
 # %% ../nbs/01_data.ipynb #0045
-def _in_memory(in_memory, n:int, img_size:int) -> bool:
-    "Whether `n` images of `img_size` pixels go in memory: `in_memory` if a bool, else if they fit in `MEM_CACHE_MB`."
+def _in_memory(in_memory, n:int, img_size:int, cache:bool=False) -> bool:
+    "Whether to preload `n` images of `img_size` pixels: `in_memory` if a bool, else if they fit in `MEM_CACHE_MB` (or the disk cache)."
     if isinstance(in_memory, bool): return in_memory
     if in_memory != 'auto': raise ValueError(f"in_memory={in_memory!r} must be True, False or 'auto'")
-    return n * 3 * img_size**2 <= MEM_CACHE_MB * 2**20
+    nbytes = n * 3 * img_size**2
+    return nbytes <= MEM_CACHE_MB * 2**20 or (cache and nbytes <= cache_cap())
 
 # %% ../nbs/01_data.ipynb #0048
-def _datablock(report:DataReport, item_tfms, batch_tfms) -> DataBlock:
-    "A fastai `DataBlock` over the report's usable items."
+def _datablock(report:DataReport, item_tfms, batch_tfms, img_size:int=None) -> DataBlock:
+    "A fastai `DataBlock` over the report's usable items; JPEGs decode at reduced scale (>= `img_size`)."
     multi = report.task == 'multi'
     yblock = (MultiCategoryBlock if multi else CategoryBlock)(vocab=report.classes)
-    return DataBlock((ImageBlock, yblock), get_x=ColReader('path'), get_y=ColReader('labels' if multi else 'label'),
+    xblock = TransformBlock(type_tfms=OpenImage(img_size), batch_tfms=IntToFloatTensor)
+    return DataBlock((xblock, yblock), get_x=ColReader('path'), get_y=ColReader('labels' if multi else 'label'),
                      splitter=ColSplitter('is_valid'), item_tfms=item_tfms, batch_tfms=batch_tfms)
 
 # %% ../nbs/01_data.ipynb #004a
@@ -426,21 +564,23 @@ def get_dls(spec='sample',             # dataset name, folder, CSV file or DataF
             resize_method:str='squish', aug:str='flip', noise_std:float=0.0, # see `get_tfms`
             mean=None, std=None,       # the backbone's normalisation statistics (ImageNet's if None)
             task:str='auto', label_delim=None, label_re=None, # see `check_data` and `load_source`
-            num_workers:int=None,      # DataLoader workers (None: 0, the fastest measured here)
+            path_col=None, label_col=None, # CSV/DataFrame columns, see `load_source`
+            num_workers:int=None,      # processes decoding images (None: one per core; 0: none)
             check:bool=True,           # decode every file first, leaving out the bad ones
-            in_memory='auto',          # keep the resized images in memory (True/False/'auto': if they fit)
+            in_memory='auto',          # preload the resized images (True/False/'auto': if they fit in memory or the disk cache)
+            cache:bool|None=None,      # keep preloaded images in the disk cache for later runs (None: unless $FINETUNE_KIT_NO_CACHE)
             max_bad_pct:float=MAX_BAD_PCT, device=None,
             max_items:int=None,        # use a seeded random subset of at most this many training images
             progress:bool=True):       # a progress bar while the files are checked
     "Checked fastai `DataLoaders` for `spec`, with `dls.task` and `dls.data_report`."
-    report = check_data(spec, valid_pct, seed, label_delim, label_re, task, max_bad_pct, decode=check, progress=progress)
+    report = check_data(spec, valid_pct, seed, label_delim, label_re, path_col=path_col, label_col=label_col, task=task,
+                        max_bad_pct=max_bad_pct, decode=check, progress=progress)
     item_tfms, batch_tfms = get_tfms(img_size, resize_method, aug, noise_std, mean, std)
-    items = _cap_train(report.items, max_items, seed)
-    mem = _in_memory(in_memory, len(items), img_size)
-    num_workers = 0 if mem or num_workers is None else num_workers
-    dls = _datablock(report, item_tfms, batch_tfms).dataloaders(
-        items, bs=batch_size, num_workers=num_workers, dl_type=MemoryDL, device=device)
+    items, cache = _cap_train(report.items, max_items, seed), cache_enabled(cache)
+    mem, workers = _in_memory(in_memory, len(items), img_size, cache), _n_cores() if num_workers is None else num_workers
+    dls = _datablock(report, item_tfms, batch_tfms, img_size).dataloaders(
+        items, bs=batch_size, num_workers=0 if mem else workers, dl_type=MemoryDL, device=device)
     if mem:
-        for dl in dls.loaders: dl.preload()
+        for dl in dls.loaders: dl.preload(cache, workers)
     dls.task, dls.data_report = report.task, report
     return dls

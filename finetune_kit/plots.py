@@ -87,32 +87,34 @@ def plot_lr_find(lrs, # learning rates tried, increasing
     return ax.figure
 
 # %% ../nbs/09_plots.ipynb #0013
-def _front(x, y):
-    "Boolean mask of the points no other point beats on both `x` and `y` (lower is better)."
-    x, y = np.asarray(x, float), np.asarray(y, float)
+def _front(x, y, y_goal:str='minimize'):
+    "Boolean mask of the points no other point beats on both `x` (lower is better) and `y` (in the direction of `y_goal`)."
+    x, y = np.asarray(x, float), np.asarray(y, float) * (-1 if y_goal == 'maximize' else 1)
     ok = ~(np.isnan(x) | np.isnan(y))
     return np.array([o and not np.any(ok & (x <= xi) & (y <= yi) & ((x < xi) | (y < yi)))
                      for xi, yi, o in zip(x, y, ok)])
 
 # %% ../nbs/09_plots.ipynb #0015
+def _better(goal:str) -> str: return 'higher is better' if goal == 'maximize' else 'lower is better'
+
 def plot_pareto(summary:pd.DataFrame, # one row per model
-                x:str='fit_time_mean', y:str='error_rate_mean', # axes, both minimised
+                x:str='fit_time_mean', y:str='error_rate_best', # axes; `x` is minimised
                 hue:str='model_family', ax=None, label:bool=True, # colour column; name the front's models
-                title:str|None=None):
+                title:str|None=None, y_goal:str='minimize'): # which way `y` is better
     "Scatter of `y` against `x` (log) coloured by `hue`, with the Pareto front drawn."
     ax = _ax(ax, figsize=(9, 6))
     df = summary.dropna(subset=[x, y])
     cmap = plt.cm.tab10 if df[hue].nunique() <= 10 else plt.cm.tab20
     for i, (fam, g) in enumerate(df.groupby(hue, sort=True)):
         ax.scatter(g[x], g[y], s=25, color=cmap(i % cmap.N), label=fam)
-    front = df[df['pareto'].astype(bool)] if 'pareto' in df else df[_front(df[x], df[y])]
+    front = df[df['pareto'].astype(bool)] if 'pareto' in df else df[_front(df[x], df[y], y_goal)]
     front = front.sort_values(x)
     ax.step(front[x], front[y], where='post', color='black', lw=1, label='Pareto front')
     if label and 'model_name' in front:
         for _, r in front.iterrows(): ax.annotate(r['model_name'], (r[x], r[y]), fontsize=7, xytext=(3, 3),
                                                   textcoords='offset points')
-    ax.set(xscale='log', xlabel=x, ylabel=y, title=title)
-    ax.legend(fontsize=7, ncol=2, loc='upper right')
+    ax.set(xscale='log', xlabel=x, ylabel=f'{y} ({_better(y_goal)})', title=title)
+    ax.legend(fontsize=7, ncol=2, loc='best')
     return ax.figure
 
 # %% ../nbs/09_plots.ipynb #0018
@@ -139,14 +141,16 @@ def plot_importance(importance:pd.Series|dict, # parameter -> importance
 # %% ../nbs/09_plots.ipynb #001c
 def plot_lr_effect(runs:pd.DataFrame, # one row per completed run
                    metric:str='error_rate', by:str='model_name', # y column; one line per value of `by`
-                   lr:str='learning_rate', ax=None):
-    "`metric` against learning rate (log axis), one line per model."
-    ax = _ax(ax, figsize=(7, 4.5))
-    df = runs.dropna(subset=[lr, metric])
+                   lr:str='learning_rate', ax=None, goal:str='minimize'): # which way `metric` is better
+    "`metric` against learning rate (log axis), one line per model; each point the best run at that rate, the best one starred."
+    ax, df = _ax(ax, figsize=(7, 4.5)), runs.dropna(subset=[lr, metric])
     for i, (name, g) in enumerate(df.groupby(by, sort=True)):
-        g = g.groupby(lr)[metric].mean()
+        g = g.groupby(lr)[metric].agg('max' if goal == 'maximize' else 'min')
         ax.plot(g.index, g.values, marker='o', color=plt.cm.tab10(i % 10), label=name)
-    ax.set(xscale='log', xlabel=lr, ylabel=metric, title=f'{metric} by {lr}')
+    if len(df):
+        top = df.loc[df[metric].idxmax() if goal == 'maximize' else df[metric].idxmin()]
+        ax.plot([top[lr]], [top[metric]], '*', ms=14, color='black', label='best run')
+    ax.set(xscale='log', xlabel=lr, ylabel=metric, title=f'{metric} by {lr} ({_better(goal)})')
     ax.legend(fontsize=7)
     return ax.figure
 

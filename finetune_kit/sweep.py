@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/sweep.html.md"""
 
 # %% ../nbs/07_sweep.ipynb #0002
 from __future__ import annotations
-import csv, difflib, json, math, os, subprocess, sys, threading, time, warnings
+import csv, difflib, json, math, os, shlex, subprocess, sys, threading, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict
 from importlib.resources import files
@@ -15,13 +15,15 @@ from statistics import NormalDist
 import optuna, pandas as pd, yaml
 from fastcore.basics import patch
 from optuna.trial import TrialState
+from .config import load_yaml
 
 # %% auto #0
 __all__ = ['SWEEP_EXAMPLE', 'METRICS', 'TRAIN_CMD', 'yaml_lines', 'config_defaults', 'infer_distribution', 'SweepSpec',
            'validate_sweep', 'suggest_config', 'grid_space', 'make_sampler', 'hyperband_bands', 'WandbHyperband',
-           'make_pruner', 'replay_pruner', 'open_study', 'check_models', 'preflight', 'launch_trial', 'read_history',
-           'follow_trial', 'trial_outcome', 'SweepStopped', 'LocalSweep', 'results_table', 'sweep', 'sweep_cli',
-           'trial_threads', 'run_local', 'wandb_login_check', 'run_wandb']
+           'make_pruner', 'replay_pruner', 'open_study', 'check_models', 'preflight', 'check_sweep_data',
+           'launch_trial', 'read_history', 'follow_trial', 'trial_outcome', 'SweepStopped', 'LocalSweep',
+           'results_table', 'sweep_notes', 'wandb_sync_line', 'sweep', 'sweep_cli', 'trial_threads', 'run_local',
+           'wandb_login_check', 'run_wandb']
 
 # %% ../nbs/07_sweep.ipynb #0005
 SWEEP_EXAMPLE = Path(str(files('finetune_kit')))/'assets'/'model-selection-sweep.yaml'
@@ -46,7 +48,7 @@ def _read_sweep(src)->tuple[dict, dict, str]:
     if not p.exists(): raise FileNotFoundError(f"Sweep file {str(p)!r} not found: pass a W&B sweep YAML, "
                                                f"e.g. {SWEEP_EXAMPLE}")
     text = p.read_text()
-    d = yaml.safe_load(text)
+    d = load_yaml(text)
     if not isinstance(d, dict): raise ValueError(f"{p}: a sweep YAML is a mapping with method, metric and parameters")
     return d, yaml_lines(text), d.get('name') or p.stem
 
@@ -62,7 +64,7 @@ _ET_KEYS = ('type', 'min_iter', 'max_iter', 's', 'eta', 'strict')
 # %% ../nbs/07_sweep.ipynb #000f
 def config_defaults()->dict:
     "The keys a sweep may set, with their `TrainConfig` defaults"
-    from finetune_kit.train import TrainConfig
+    from finetune_kit.config import TrainConfig
     return {f.name: f.default for f in fields(TrainConfig)}
 
 # %% ../nbs/07_sweep.ipynb #0012
@@ -113,7 +115,7 @@ def _candidates(p:dict, dist:str)->list:
 
 def _value_problems(key:str, values:list):
     "Values that `TrainConfig` rejects for `key`"
-    from finetune_kit.train import TrainConfig
+    from finetune_kit.config import TrainConfig
     if key not in config_defaults(): return
     for v in values:
         try: TrainConfig.from_dict({key: v})
@@ -352,13 +354,20 @@ def make_pruner(spec:SweepSpec)->optuna.pruners.BasePruner:
     if not et: return optuna.pruners.NopPruner()
     return WandbHyperband(hyperband_bands(et), et.get('eta', 3), et.get('strict', True))
 
+# %% ../nbs/07_sweep.ipynb #1a7e0003
+@contextmanager
+def _quiet_optuna():
+    "Hide Optuna's INFO chatter ('A new study created ...') inside the block; its warnings still show"
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try: yield
+    finally: optuna.logging.set_verbosity(level)
+
 # %% ../nbs/07_sweep.ipynb #5432690d
 def replay_pruner(histories:list, # per trial, in the order they ran: the metric after each epoch
                   pruner:optuna.pruners.BasePruner, direction:str='minimize')->list[int]:
     "How many epochs each trial would have run under `pruner`"
-    level = optuna.logging.get_verbosity(); optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try: study = optuna.create_study(direction=direction, pruner=pruner)
-    finally: optuna.logging.set_verbosity(level)
+    with _quiet_optuna(): study = optuna.create_study(direction=direction, pruner=pruner)
     ran = []
     for h in histories:
         t = study.ask()
@@ -380,8 +389,8 @@ def open_study(spec:SweepSpec, out:Path, storage:str|None=None, heartbeat_s:int=
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         st = optuna.storages.RDBStorage(url, engine_kwargs=kw, heartbeat_interval=heartbeat_s, grace_period=3*heartbeat_s,
                  heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-    study = optuna.create_study(storage=st, study_name=spec.name, load_if_exists=True, direction=spec.goal,
-                                pruner=make_pruner(spec))
+    with _quiet_optuna(): study = optuna.create_study(storage=st, study_name=spec.name, load_if_exists=True,
+                                                      direction=spec.goal, pruner=make_pruner(spec))
     n = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(spec, count, seed if spec.method == 'grid' or seed is None else seed + n)
     return study
@@ -421,6 +430,29 @@ def preflight(spec:SweepSpec):
         '\n'.join(f"  {r.model_name} at img_size {r.img_size}: {r.error}" for r in bad.itertuples()))
     return res
 
+# %% ../nbs/07_sweep.ipynb #1a7e0005
+def _data_problem(data, spec:SweepSpec)->str|None:
+    "Why the trials cannot read `data` (a quick look: the path, its folders or CSV columns, the first image); else None"
+    from finetune_kit.datasets import DATASETS
+    if isinstance(data, str) and data in DATASETS: return None
+    if not Path(str(data)).expanduser().exists(): return f"neither a dataset name ({', '.join(DATASETS)}) nor an existing path"
+    from finetune_kit.data import load_source, check_file
+    kw = {k: _values_of(spec, k)[0] for k in ('label_re', 'label_delim', 'path_col', 'label_col')}
+    try: items = load_source(data, **kw).items
+    except (OSError, ValueError) as e: return str(e).strip().splitlines()[0]
+    if not len(items): return "no images found"
+    ok, why, *_ = check_file(items.path.iloc[0])
+    return None if ok else f"its first image {items.path.iloc[0]} is {why}"
+
+# %% ../nbs/07_sweep.ipynb #1a7e0006
+def check_sweep_data(spec:SweepSpec)->list:
+    "Check every value of `data` the sweep's trials can get; raise one `ValueError` naming each unreadable one and the fix"
+    values = _values_of(spec, 'data')
+    bad = [(v, why) for v in values if (why := _data_problem(v, spec))]
+    if bad: raise ValueError('\n'.join(f"pre-flight: data {str(v)!r}: {why}; set data: in the sweep YAML (or --set data=PATH) "
+                                        "to a dataset name, an image folder or a CSV" for v, why in bad))
+    return values
+
 # %% ../nbs/07_sweep.ipynb #0047
 TRAIN_CMD = (sys.executable, '-m', 'finetune_kit.cli', 'train')
 _LAUNCHER = ("import ctypes, os, signal, sys\n"
@@ -429,11 +461,11 @@ _LAUNCHER = ("import ctypes, os, signal, sys\n"
              "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
              "os.execvp(sys.argv[2], sys.argv[2:])")
 
-def launch_trial(cfg:dict, trial_dir:Path, cmd=None, threads:int=1)->subprocess.Popen:
-    "Write `trial.yaml` and start the trainer on it, logging to `log.txt`"
+def launch_trial(cfg:dict, trial_dir:Path, cmd=None, threads:int=1, env:dict|None=None)->subprocess.Popen:
+    "Write `trial.yaml` and start the trainer on it (with `env` added to its environment), logging to `log.txt`"
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir/'trial.yaml').write_text(yaml.safe_dump(cfg, sort_keys=False))
-    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
+    env = {**os.environ, **(env or {}), 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
     with open(trial_dir/'log.txt', 'w') as log:
         return subprocess.Popen([sys.executable, '-c', _LAUNCHER, str(os.getpid()), *(cmd or TRAIN_CMD), '--config',
                                  str(trial_dir/'trial.yaml'), '--out', str(trial_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -506,6 +538,8 @@ class LocalSweep:
     threads:int=1 # torch threads per trial
     stop:threading.Event=field(default_factory=threading.Event)
     failures:list=field(default_factory=list)
+    verbose:bool=False # print a line per finished trial
+    t0:float=field(default_factory=time.time) # when this process started the sweep
 
 # %% ../nbs/07_sweep.ipynb #0050
 @patch
@@ -548,9 +582,10 @@ def next_trial(self:LocalSweep)->optuna.Trial|None:
 # %% ../nbs/07_sweep.ipynb #0053
 @patch
 def trial_config(self:LocalSweep, trial)->dict:
-    "The training config of `trial`: the sweep's fixed keys and the trial's draws"
+    "The training config of `trial`: the sweep's fixed keys and the trial's draws (and the YAML's W&B project)"
     cfg = {**self.spec.fixed, **suggest_config(trial, self.spec)}
     if 'wandb_group' in config_defaults(): cfg.setdefault('wandb_group', self.spec.name)
+    if cfg.get('tracking') == 'wandb' and self.spec.wandb.get('project'): cfg.setdefault('wandb_project', str(self.spec.wandb['project']))
     return cfg
 
 def _n_epochs(cfg:dict)->int:
@@ -565,6 +600,12 @@ def _on_epoch(self:LocalSweep, trial, row:dict, epoch:int, last:int)->str|None:
     if v is None: return None
     trial.report(v, epoch)
     return 'pruned' if epoch < last and trial.should_prune() else None
+
+# %% ../nbs/07_sweep.ipynb #1a7e001c
+def _trial_env(spec:SweepSpec, cfg:dict)->dict:
+    "Environment for a trial: the YAML's W&B entity when the trial logs to W&B"
+    e = spec.wandb.get('entity')
+    return {'WANDB_ENTITY': str(e)} if e and cfg.get('tracking') == 'wandb' else {}
 
 # %% ../nbs/07_sweep.ipynb #0054
 _STOPPED = 'failed: sweep stopped'
@@ -585,7 +626,7 @@ def run_trial(self:LocalSweep, trial)->str:
     d = self.out/'trials'/f'{trial.number:04d}'
     cfg = self.trial_config(trial)
     for k,v in dict(config=cfg, trial_dir=str(d.relative_to(self.out))).items(): trial.set_user_attr(k, v)
-    proc = launch_trial(cfg, d, self.cmd, self.threads)
+    proc = launch_trial(cfg, d, self.cmd, self.threads, _trial_env(self.spec, cfg))
     try: status, epochs = follow_trial(proc, d, lambda row, e: self._on_epoch(trial, row, e, _n_epochs(cfg)), self._ticker(trial))
     except KeyboardInterrupt: self.stop.set(); status, epochs = _STOPPED, 0
     finally: _stop(proc)
@@ -625,10 +666,40 @@ def results_table(study:optuna.Study)->pd.DataFrame:
                      'retry_of': t.system_attrs.get('failed_trial'), 'trial_dir': ua.get('trial_dir')})
     return pd.DataFrame(rows)
 
+# %% ../nbs/07_sweep.ipynb #1a7e0011
+def _dur(s:float)->str:
+    "Seconds as `42s`, `4m47s` or `1h02m`"
+    s = int(round(s))
+    return f"{s}s" if s < 60 else f"{s//60}m{s%60:02d}s" if s < 3600 else f"{s//3600}h{s//60%60:02d}m"
+
+def _fmt(v, digits:int=3)->str: return '-' if v is None else f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+# %% ../nbs/07_sweep.ipynb #1a7e001a
+@patch
+def best_so_far(self:LocalSweep)->str:
+    "`best=VALUE (trial N)`: the best completed trial by the sweep's goal; `best=-` before any"
+    done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done: return 'best=-'
+    b = (max if self.spec.goal == 'maximize' else min)(done, key=lambda t: t.value)
+    return f"best={_fmt(b.value, 4)} (trial {b.number})"
+
+# %% ../nbs/07_sweep.ipynb #1a7e0012
+@patch
+def trial_line(self:LocalSweep, trial)->str:
+    "One line on a finished trial: number, searched keys, metric, status, best so far, its time and the sweep's"
+    ft = self.study._storage.get_trial(trial._trial_id)
+    cfg = ft.user_attrs.get('config', {})
+    params = ' '.join(f"{k}={_fmt(cfg.get(k, ft.params.get(k)))}" for k in self.spec.parameters)
+    v = ft.value if ft.value is not None else (_history(ft) or [None])[-1]
+    took = (ft.datetime_complete - ft.datetime_start).total_seconds() if ft.datetime_complete and ft.datetime_start else 0
+    status = str(ft.user_attrs.get('status', ft.state.name.lower()))[:160]
+    return (f"trial {ft.number}  {params}  {self.spec.metric}={_fmt(v, 4)}  {status}  {self.best_so_far()}  "
+            f"took {_dur(took)}  elapsed {_dur(time.time() - self.t0)}")
+
 # %% ../nbs/07_sweep.ipynb #005b
 @patch
 def record(self:LocalSweep, trial, status:str):
-    "Count consecutive failures (stopping the sweep at `max_failures`) and rewrite `results.csv`"
+    "Count consecutive failures (stopping the sweep at `max_failures`), rewrite `results.csv`, print the trial's line"
     with self.locked():
         if status.startswith('failed') and status != _STOPPED: self.failures.append((trial.number, status))
         elif not status.startswith('failed'): self.failures.clear()
@@ -636,6 +707,7 @@ def record(self:LocalSweep, trial, status:str):
         tmp = self.out/'.results.csv'
         results_table(self.study).to_csv(tmp, index=False)
         os.replace(tmp, self.out/'results.csv')
+        if self.verbose: print(self.trial_line(trial), flush=True)
 
 # %% ../nbs/07_sweep.ipynb #005c
 @patch
@@ -676,6 +748,8 @@ def _run_threads(sw:LocalSweep, workers:int):
 # %% ../nbs/07_sweep.ipynb #005f
 def _trial_count(spec:SweepSpec, count:int|None)->int:
     "How many trials to finish: `count`, capped by `run_cap` and the grid's size"
+    if count is not None and not (isinstance(count, int) and count > 0):
+        raise ValueError(f"count={count!r}: pass a positive number of trials, or leave count out to run the whole grid (or run_cap)")
     caps = [c for c in (count, spec.run_cap) if c]
     if spec.method == 'grid': caps.append(math.prod(len(v) for v in grid_space(spec).values()))
     if not caps: raise ValueError(f"A {spec.method} sweep needs a trial count: pass count (--count N) or set run_cap in the YAML")
@@ -691,6 +765,39 @@ def _prepare_out(spec:SweepSpec, out)->Path:
     saved.write_text(mine)
     return out
 
+# %% ../nbs/07_sweep.ipynb #1a7e0015
+_RUNS = "each trial runs `finetune-kit train --config trial.yaml` in its own process"
+
+def _key_note(spec:SweepSpec, key:str, backend:str)->str:
+    "What the sweep does with W&B's top-level `key` (program, command, project or entity)"
+    v = spec.wandb[key]
+    v = ' '.join(map(str, v)) if isinstance(v, list) else v
+    if key in ('program', 'command'): return f"{key}: {v} is not run: {_RUNS}"
+    what = dict(project='the W&B project', entity='the W&B entity')[key]
+    if backend == 'wandb': return f"{key}: {v} is {what} of the W&B sweep and its runs"
+    if 'wandb' not in _values_of(spec, 'tracking'): return f"{key}: {v} is unused: the trials do not log to W&B (set tracking: wandb to log)"
+    if key == 'project' and ('wandb_project' in spec.fixed or 'wandb_project' in spec.parameters):
+        return f"project: {v} is unused: wandb_project in the parameters names the project"
+    return f"{key}: {v} is {what} of every trial that logs to W&B ({'wandb_project' if key == 'project' else 'WANDB_ENTITY'})"
+
+# %% ../nbs/07_sweep.ipynb #1a7e0016
+def sweep_notes(spec:SweepSpec, n:int, backend:str='local')->list[str]:
+    "What the sweep will do, one line each: its trials, its data, W&B's top-level keys"
+    if spec.method == 'grid':
+        size = math.prod(len(v) for v in grid_space(spec).values())
+        plan = f"grid: {n} trials" + (" (every point)" if n == size else f" of the grid's {size} points")
+    else: plan = f"{spec.method}: {n} trials to finish (completed or pruned)"
+    notes = [plan]
+    if 'data' not in spec.fixed and 'data' not in spec.parameters:
+        notes.append("no data in the sweep: trials train on the bundled Fashion-MNIST sample; set data: in the YAML or --set data=PATH")
+    return notes + [_key_note(spec, k, backend) for k in ('program', 'command', 'project', 'entity') if k in spec.wandb]
+
+# %% ../nbs/07_sweep.ipynb #1a7e0018
+def wandb_sync_line(out:Path)->str|None:
+    "The command that uploads the sweep's offline W&B runs (`trials/*/wandb/offline-run-*`), or None when there are none"
+    runs = sorted(Path(out).glob('trials/*/wandb/offline-run-*'))
+    if runs: return f"upload the {len(runs)} offline W&B runs with: wandb sync {shlex.quote(str(out))}/trials/*/wandb/offline-run-*"
+
 # %% ../nbs/07_sweep.ipynb #0060
 def sweep(yaml_path, # W&B sweep YAML (or dict)
           count:int|None=None, # trials to finish (completed or pruned); default: the grid, or run_cap
@@ -700,27 +807,32 @@ def sweep(yaml_path, # W&B sweep YAML (or dict)
           out=None, # sweep folder; default sweeps/<name>
           overrides:dict|None=None, # config keys to fix, e.g. {'epochs': 1}
           max_failures:int=3, # stop after this many consecutive failed trials
-          preflight_check:bool=True, # build every model and run one batch before the first trial
+          preflight_check:bool=True, # build every model and run one batch before the first trial (the data is always checked)
           trainer_cmd=None, # the command a trial runs (default `finetune-kit train`); `--config FILE --out DIR` are appended
           heartbeat_s:int=10, # a trial silent for 3 heartbeats is lost, and retried once
           seed:int|None=0, # sampler seed
+          verbose:bool=True, # print the plan, a line per finished trial and the `wandb sync` command
          )->Path:
     "Run a W&B sweep YAML locally with Optuna (or with W&B agents); the sweep folder with `results.csv`"
     if backend not in _BACKENDS: raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}, got {backend!r}")
     spec = validate_sweep(yaml_path, backend=backend, overrides=overrides)
     n = _trial_count(spec, count)
     if backend == 'wandb': wandb_login_check()
+    check_sweep_data(spec)
     if preflight_check: preflight(spec)
     out = _prepare_out(spec, out)
-    _BACKENDS[backend](spec, n, out, workers=workers, storage=storage, cmd=tuple(trainer_cmd or TRAIN_CMD),
-                       max_failures=max_failures, heartbeat_s=heartbeat_s, seed=seed)
+    if verbose: print('\n'.join(sweep_notes(spec, n, backend)), flush=True)
+    try: _BACKENDS[backend](spec, n, out, workers=workers, storage=storage, cmd=tuple(trainer_cmd or TRAIN_CMD),
+                            max_failures=max_failures, heartbeat_s=heartbeat_s, seed=seed, verbose=verbose)
+    finally:
+        if verbose and (line := wandb_sync_line(out)): print(line, flush=True)
     return out
 
 # %% ../nbs/07_sweep.ipynb #0062
 def sweep_cli(argv:list[str]|None=None)->Path:
     "finetune-kit sweep SWEEP.yaml [--count N] [--workers K] [--storage URL] [--backend local|wandb] [--out DIR] [--set k=v]"
-    import argparse
-    p = argparse.ArgumentParser(prog='finetune-kit sweep', description='Run a W&B sweep YAML locally (Optuna) or with W&B agents.')
+    from finetune_kit.cli import Parser
+    p = Parser(prog='finetune-kit sweep', description='Run a W&B sweep YAML locally (Optuna) or with W&B agents.')
     p.add_argument('yaml_path', help='sweep file in W&B\'s schema'); p.add_argument('--count', type=int)
     p.add_argument('--workers', type=int, default=1); p.add_argument('--storage'); p.add_argument('--out')
     p.add_argument('--backend', default='local', choices=list(_BACKENDS))
@@ -743,9 +855,9 @@ def trial_threads(workers:int=1)->int:
     return max(1, min(_cores(), int(round(idle))) // workers)
 
 def run_local(spec:SweepSpec, count:int, out:Path, workers:int=1, storage=None, cmd=TRAIN_CMD, max_failures:int=3,
-              heartbeat_s:int=10, seed=0):
+              heartbeat_s:int=10, seed=0, verbose:bool=False):
     "Run the sweep with Optuna on this machine, `workers` trials at a time"
-    sw = LocalSweep(spec, None, out, count, cmd, max_failures, trial_threads(workers))
+    sw = LocalSweep(spec, None, out, count, cmd, max_failures, trial_threads(workers), verbose=verbose)
     with sw.locked(): sw.study = open_study(spec, out, storage, heartbeat_s, count, seed)
     sw.run(workers)
     with sw.locked(): results_table(sw.study).to_csv(out/'results.csv', index=False)
@@ -779,7 +891,8 @@ def run_wandb(spec:SweepSpec, count:int, out:Path, workers:int=1, cmd=TRAIN_CMD,
     "Create a W&B sweep from the YAML and run `count` trials with `wandb.agent` on this machine"
     import wandb
     sweep_id = wandb.sweep({k: v for k,v in spec.wandb.items() if k not in ('program', 'command')},
-                           project=spec.wandb.get('project') or spec.fixed.get('wandb_project') or 'finetune_kit')
+                           project=spec.wandb.get('project') or spec.fixed.get('wandb_project') or 'finetune_kit',
+                           entity=spec.wandb.get('entity'))
     (out/'wandb_sweep_id.txt').write_text(sweep_id)
     wandb.agent(sweep_id, function=lambda: _wandb_trial(spec, out, cmd, trial_threads(workers)), count=count)
 

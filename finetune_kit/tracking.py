@@ -210,12 +210,14 @@ def after_epoch(self:WandbTracker):
 # %% ../nbs/05_tracking.ipynb #002e
 @patch
 def after_fit(self:WandbTracker):
-    "Write the run summary: fit_time (all fits so far), GPU_mem (peak GiB), model_family, n_params"
+    "Write the run summary: fit_time (all fits so far), peak_mem (GiB; also as GPU_mem on a GPU), model_family, n_params"
     import wandb
     if not (self.run and self._fit_trained): return
     self.fit_time += time.perf_counter() - self._t_fit
     fam = self.model_family or model_family(wandb.config.get('model_name'))
-    wandb.run.summary.update({'fit_time': self.fit_time, 'GPU_mem': peak_mem_gib(self._device()), 'model_family': fam,
+    mem = peak_mem_gib(self._device())
+    gpu = {'GPU_mem': mem} if self._device().type == 'cuda' else {}  # fastai_timm's name, where it is true
+    wandb.run.summary.update({'fit_time': self.fit_time, 'peak_mem': mem, **gpu, 'model_family': fam,
                               'n_params': sum(p.numel() for p in self.learn.model.parameters()), 'epochs_done': self.epoch_n})
     if self.log_preds: self._log_preds()
 

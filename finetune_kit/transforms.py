@@ -1,4 +1,4 @@
-"""Resize methods, augmentation presets, Gaussian noise and normalisation: the item and batch transforms of the kit's `DataLoaders`.
+"""Opening images, resize methods, augmentation presets, Gaussian noise and normalisation: the item and batch transforms of the kit's `DataLoaders`.
 
 Docs: https://finetune-kit.github.io/finetune_kit/transforms.html.md"""
 
@@ -6,14 +6,30 @@ Docs: https://finetune-kit.github.io/finetune_kit/transforms.html.md"""
 
 # %% ../nbs/02_transforms.ipynb #0002
 from __future__ import annotations
+from pathlib import Path
 import torch
+from PIL import Image
 from fastai.vision.augment import Resize, ResizeMethod, PadMode, aug_transforms
+from fastai.vision.core import PILImage
 from fastai.data.transforms import Normalize
 from fastai.torch_core import TensorImage
 from fasttransform import Transform
 
 # %% auto #0
-__all__ = ['RESIZE_METHODS', 'AUG_PRESETS', 'resize_tfm', 'RandomFlip', 'AddGaussianNoise', 'normalize_tfm', 'get_tfms']
+__all__ = ['RESIZE_METHODS', 'AUG_PRESETS', 'OpenImage', 'resize_tfm', 'RandomFlip', 'AddGaussianNoise', 'normalize_tfm',
+           'get_tfms']
+
+# %% ../nbs/02_transforms.ipynb #open-tfm
+class OpenImage(Transform):
+    "Open an image file as an RGB `PILImage`; a JPEG decodes at the smallest scale keeping both sides >= `draft` pixels."
+    input_types = (str, Path, Image.Image, bytes) # what fastai's `test_dl` may hand it
+    def __init__(self, draft:int|None=None): self.draft = draft # the side the images are resized to (None: full size)
+    def __repr__(self): return f'OpenImage(draft={self.draft})'
+    def encodes(self, fn):
+        if not isinstance(fn, (str, Path)): return PILImage.create(fn)
+        with Image.open(fn) as im:
+            if self.draft and im.format == 'JPEG': im.draft('RGB', (self.draft, self.draft))
+            return PILImage.create(im.convert('RGB'))
 
 # %% ../nbs/02_transforms.ipynb #0006
 RESIZE_METHODS = {'crop': ResizeMethod.Crop, 'squish': ResizeMethod.Squish, 'pad': ResizeMethod.Pad}

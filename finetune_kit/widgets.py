@@ -16,8 +16,10 @@ from PIL import Image
 from fastai.callback.core import Callback, CancelFitException
 from fastcore.basics import patch, noop
 from .models import offline_models
-from .train import TrainConfig, train, predict
-from .analysis import read_runs, summarise, pareto_front
+from .config import TrainConfig
+from .training import train
+from .inference import predict
+from .analysis import read_runs, summarise, pareto_front, sweep_objective, metric_goal
 from . import plots
 
 # %% auto #0
@@ -256,13 +258,14 @@ def _uploaded(self:Predictor):
 class SweepExplorer(_Shown):
     "Scatter two summary columns with their Pareto front, filtered by dataset and model family, with the table behind."
     def __init__(self, source, # anything `read_runs` reads, or a runs DataFrame
-                 metric:str='error_rate', # `summarise`'s metric, lower is better
+                 metric:str|None=None, goal:str|None=None, # what decides; None: the sweep's own (`sweep_objective`)
                  top:int=15): # table rows shown
-        self.runs, self.metric, self.top = read_runs(source), metric, top
-        self.summary = summarise(self.runs, metric)
+        self.runs, self.top = read_runs(source), top
+        self.metric, self.goal = sweep_objective(source, metric, goal)
+        self.summary = summarise(self.runs, self.metric, self.goal)
         s, dd = self.summary, lambda d, o, v: W.Dropdown(options=o, value=v, description=d)
         num = [c for c in s.select_dtypes('number').columns if c not in ('runs', 'failed_runs')]
-        self.x, self.y = dd('x', num, 'fit_time_mean'), dd('y', num, f'{metric}_mean')
+        self.x, self.y = dd('x', num, 'fit_time_mean'), dd('y', num, f'{self.metric}_best')
         self.hue = dd('colour', [c for c in ('model_family', 'dataset', 'model_name') if c in s], 'model_family')
         self.dataset = dd('dataset', sorted(s['dataset'].unique()), sorted(s['dataset'].unique())[0])
         self.family = dd('family', ['(all)'] + sorted(s['model_family'].dropna().unique()), '(all)')
@@ -284,12 +287,19 @@ def __repr__(self:SweepExplorer):
 
 # %% ../nbs/10_widgets.ipynb #0048
 @patch
+def _goal(self:SweepExplorer, col:str) -> str:
+    "Which way summary column `col` is better: the explorer's `goal` for its metric, else `metric_goal`, else lower."
+    if col in (f'{self.metric}_best', f'{self.metric}_mean'): return self.goal
+    try: return metric_goal(col)
+    except ValueError: return 'minimize'
+
+@patch
 def view(self:SweepExplorer) -> pd.DataFrame:
-    "The filtered summary, with `pareto` recomputed for the chosen axes, sorted by `y`."
-    s = self.summary[self.summary['dataset'] == self.dataset.value]
+    "The filtered summary, with `pareto` recomputed for the chosen axes, sorted by `y`, best first."
+    x, y, s = self.x.value, self.y.value, self.summary[self.summary['dataset'] == self.dataset.value]
     if self.family.value != '(all)': s = s[s['model_family'] == self.family.value]
-    s = s.assign(pareto=pareto_front(s, self.x.value, self.y.value))
-    return s.sort_values(self.y.value, na_position='last').reset_index(drop=True)
+    s = s.assign(pareto=pareto_front(s, x, y, self._goal(x), self._goal(y)))
+    return s.sort_values(y, ascending=self._goal(y) == 'minimize', na_position='last').reset_index(drop=True)
 
 # %% ../nbs/10_widgets.ipynb #004a
 @patch
@@ -302,6 +312,6 @@ def update(self:SweepExplorer):
     cols = list(dict.fromkeys(['model_name', 'model_family', 'runs', x, y, 'score', 'pareto']))
     self.html.value = _html_table(t[cols].head(self.top))
     if not n: self.fig, self.plot.value = None, b''; return
-    self.fig = plots.plot_pareto(t, x, y, hue=self.hue.value, ax=_axes((8, 5)),
+    self.fig = plots.plot_pareto(t, x, y, hue=self.hue.value, ax=_axes((8, 5)), y_goal=self._goal(y),
                                  title=f'{self.dataset.value}: {y} vs {x}')
     self.plot.value = _png(self.fig)

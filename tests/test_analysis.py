@@ -68,7 +68,7 @@ def _num(s):
 
 
 def _plain_summary(path):
-    "Per (dataset, model): runs, failed, mean/std/min error, mean fit time and memory, score; with csv + loops."
+    "Per (dataset, model): runs, failed, mean/std/min error, mean fit time and memory, score on the best run; csv + loops."
     groups = defaultdict(list)
     with open(path) as f:
         for r in csv.DictReader(f): groups[(r['dataset'], r['model_name'])].append(r)
@@ -82,7 +82,7 @@ def _plain_summary(path):
             d.update(err_mean=sum(errs) / len(errs), err_min=min(errs), fit_mean=sum(fits) / len(fits),
                      err_std=statistics.stdev(errs) if len(errs) > 1 else None,
                      mem_mean=sum(mems) / len(mems) if mems else None)
-            d['score'] = d['err_mean'] * (d['fit_mean'] + 80)
+            d['score'] = d['err_min'] * (d['fit_mean'] + 80)
         out[key] = d
     return out
 
@@ -108,8 +108,8 @@ def test_runs_table_counts_crashes(timm_runs):
 
 def test_summary_matches_plain_python(timm_runs):
     s, ref = summarise(timm_runs), _plain_summary(SHARED_CSV)
-    need = ['dataset', 'model_name', 'model_family', 'runs', 'failed_runs', 'error_rate_mean', 'error_rate_std',
-            'error_rate_min', 'fit_time_mean', 'GPU_mem_mean', 'score', 'pareto']
+    need = ['dataset', 'model_name', 'model_family', 'runs', 'failed_runs', 'error_rate_best', 'error_rate_mean',
+            'error_rate_std', 'best_run', 'fit_time_mean', 'peak_mem_mean', 'score', 'pareto']
     assert set(need) <= set(s.columns)
     assert len(s) == len(ref) == 178
     for r in s.itertuples():
@@ -118,8 +118,8 @@ def test_summary_matches_plain_python(timm_runs):
         if not d['runs']:
             assert math.isnan(r.error_rate_mean) and math.isnan(r.score) and not r.pareto
             continue
-        for col, k in [('error_rate_mean', 'err_mean'), ('error_rate_min', 'err_min'), ('fit_time_mean', 'fit_mean'),
-                       ('score', 'score'), ('error_rate_std', 'err_std'), ('GPU_mem_mean', 'mem_mean')]:
+        for col, k in [('error_rate_mean', 'err_mean'), ('error_rate_best', 'err_min'), ('fit_time_mean', 'fit_mean'),
+                       ('score', 'score'), ('error_rate_std', 'err_std'), ('peak_mem_mean', 'mem_mean')]:
             v = getattr(r, col)
             assert (math.isnan(v) if d[k] is None else v == pytest.approx(d[k], rel=1e-9)), (r.model_name, col)
 
@@ -137,36 +137,37 @@ def test_crashed_models_are_shown_not_averaged(timm_runs):
 def test_pareto_front_matches_plain_python(timm_runs):
     s, ref = summarise(timm_runs), _plain_summary(SHARED_CSV)
     for ds in ('pets', 'planet'):
-        pts = {m: (d['fit_mean'], d['err_mean']) for (dd, m), d in ref.items() if dd == ds and d['runs']}
+        pts = {m: (d['fit_mean'], d['err_min']) for (dd, m), d in ref.items() if dd == ds and d['runs']}  # best run
         assert set(s[(s.dataset == ds) & s.pareto].model_name) == _plain_front(pts)
     front = set(s[(s.dataset == 'pets') & s.pareto].model_name)
     assert {'resnet18', 'convnext_tiny', 'convnext_base_in22ft1k'} <= front
 
 
-def test_score_ranking_matches_plain_python(timm_runs):
+def test_ranking_matches_plain_python(timm_runs):
     s, ref = summarise(timm_runs), _plain_summary(SHARED_CSV)
-    for ds in ('pets', 'planet'):
-        order = sorted((d['score'], m) for (dd, m), d in ref.items() if dd == ds and d['runs'])
+    for ds in ('pets', 'planet'):  # each model by its best run, ties by score
+        order = sorted((d['err_min'], d['score'], m) for (dd, m), d in ref.items() if dd == ds and d['runs'])
         got = s[(s.dataset == ds) & s.score.notna()]
-        assert list(got.model_name) == [m for _, m in order]
-    assert s[s.dataset == 'pets'].iloc[0].model_name == 'convnext_tiny'
-    assert s[s.dataset == 'planet'].iloc[0].model_name == 'convnext_tiny_in22k'
+        assert list(got.model_name) == [m for *_, m in order]
+    assert s[s.dataset == 'pets'].iloc[0].model_name == 'convnext_base_in22ft1k'  # 4.1% error in its best run
+    assert s[s.dataset == 'planet'].iloc[0].model_name == 'swinv2_cr_small_ns_224'
 
 
 def test_filters_and_custom_score(timm_runs):
     s = summarise(timm_runs, max_mem=2, max_time=100)
     done = s[s.runs > 0]  # models with no completed run stay, so their crashes stay visible
-    assert (done.GPU_mem_mean <= 2).all() and (done.fit_time_mean <= 100).all() and s[s.runs == 0].failed_runs.gt(0).all()
+    assert (done.peak_mem_mean <= 2).all() and (done.fit_time_mean <= 100).all() and s[s.runs == 0].failed_runs.gt(0).all()
     ref = _plain_summary(SHARED_CSV)
     keep = {k for k, d in ref.items() if d['runs'] and d['mem_mean'] <= 2 and d['fit_mean'] <= 100}
     assert keep == set(zip(s.dataset, s.model_name)) - {k for k, d in ref.items() if not d['runs']}
-    by_err = summarise(timm_runs, score=lambda d: d.error_rate_mean)
+    by_err = summarise(timm_runs, score=lambda d: d.error_rate_mean)  # a custom score fills the column, not the order
+    assert by_err.score.equals(by_err.error_rate_mean) and by_err.error_rate_best.equals(summarise(timm_runs).error_rate_best)
     pets = by_err[by_err.dataset == 'pets']
-    assert pets.iloc[0].model_name == min((d['err_mean'], m) for (dd, m), d in ref.items() if dd == 'pets' and d['runs'])[1]
+    assert pets.iloc[0].model_name == min((d['err_min'], m) for (dd, m), d in ref.items() if dd == 'pets' and d['runs'])[1]
 
 
 def test_pareto_front_edge_cases():
-    df = pd.DataFrame(dict(fit_time_mean=[1, 1, 2, float('nan')], error_rate_mean=[0.5, 0.5, 0.4, 0.1]))
+    df = pd.DataFrame(dict(fit_time_mean=[1, 1, 2, float('nan')], error_rate_best=[0.5, 0.5, 0.4, 0.1]))
     assert list(pareto_front(df)) == [True, True, True, False]  # ties both stay; NaN never on the front
     assert list(pareto_front(df.iloc[:0])) == []
 
@@ -181,7 +182,7 @@ def test_local_sweep_folder():
     assert st['trials/0014'].startswith('failed: exit code -9') and 'unknown model' in st['trials/0015']
     one = runs.set_index('run').loc['trials/0000']
     met = json.loads((SWEEP/'trials'/'0000'/'metrics.json').read_text())
-    assert one.fit_time == met['fit_time_s'] and one.GPU_mem == pytest.approx(met['peak_mem_mb'] / 1024)
+    assert one.fit_time == met['fit_time_s'] and one.peak_mem == pytest.approx(met['peak_mem_mb'] / 1024)
     assert one.dataset == 'sample' and one.learning_rate == 3e-4
     s = summarise(runs).set_index('model_name')
     assert s.loc['efficientnet_lite1', ['runs', 'failed_runs']].tolist() == [4, 1]
@@ -294,13 +295,11 @@ def test_best_config_is_a_train_config(tmp_path):
     runs = read_runs(SWEEP)
     cfg = best_config(runs)
     ok = runs[runs.ok]
-    means = ok.groupby('model_name').agg(e=('error_rate', 'mean'), t=('fit_time', 'mean'))
-    best_model = (means.e * (means.t + 80)).idxmin()
-    best_run = ok[ok.model_name == best_model].sort_values('error_rate').iloc[0]
-    assert cfg['model_name'] == best_model and cfg['learning_rate'] == best_run.learning_rate
+    best_run = ok.sort_values('error_rate').iloc[0]  # no sweep.yaml: error rate, minimised
+    assert cfg['model_name'] == best_run.model_name and cfg['learning_rate'] == best_run.learning_rate
     assert cfg['batch_size'] == best_run.batch_size and isinstance(cfg['img_size'], int)
     assert set(cfg) <= set(TRAIN_KEYS) and 'out' not in cfg and 'tracking' not in cfg
-    train = pytest.importorskip('finetune_kit.train')
+    train = pytest.importorskip('finetune_kit.training')
     p = analysis.save_best_config(cfg, tmp_path/'best.yaml', 'best')
     tc = train.TrainConfig.from_yaml(p)
     assert (tc.model_name, tc.learning_rate, tc.batch_size) == (cfg['model_name'], cfg['learning_rate'], cfg['batch_size'])
@@ -322,12 +321,14 @@ def test_write_report_files(tmp_path):
     with pytest.raises(ValueError, match='nope'): write_report(SWEEP, tmp_path/'x', dataset='nope')
 
 
-def test_report_with_no_completed_run(tmp_path):
-    runs = pd.DataFrame(dict(model_name=['resnet18', 'resnet34'], error_rate=[None, 0.2], fit_time=[3.0, None]))
+def test_report_with_a_dataset_with_no_completed_run(tmp_path):
+    runs = pd.DataFrame(dict(model_name=['resnet18', 'resnet34', 'resnet18'], error_rate=[None, 0.2, 0.1],
+                             fit_time=[3.0, None, 4.0], dataset=['a', 'a', 'b']))
     paths = write_report(runs, tmp_path)
-    assert 'best_config' not in paths and not (tmp_path/'best_config.yaml').exists()  # never a default config
+    assert 'a_best_config' not in paths and not (tmp_path/'best_config_a.yaml').exists()  # never a default config
+    assert yaml.safe_load(paths['best_config'].read_text()) == {'model_name': 'resnet18'}  # dataset b's
     s = pd.read_csv(paths['summary'])
-    assert s.runs.tolist() == [0, 0] and s.failed_runs.tolist() == [1, 1]
+    assert s.runs.tolist() == [0, 0, 1] and s.failed_runs.tolist() == [1, 1, 0]
     assert 'none: no run completed' in paths['report'].read_text()
 
 
@@ -359,3 +360,179 @@ def test_report_in_headless_chromium(seeded, tmp_path):
     imgs = json.loads(m.group(1))
     assert len(imgs) == n_img and all(c and w > 100 and h > 100 for c, w, h in imgs), imgs
     assert 'convnext_tiny' in r.stdout and 'mobilenetv3_small_100' in r.stdout  # best model and crashed model shown
+
+
+# ---------------------------------------------------------------- the sweep's own metric and goal (issue 11)
+
+def _trial_cfg(runs, run):
+    "The train config of run `run`, as best_config writes it."
+    r = runs.set_index('run').loc[run]
+    return {k: analysis._plain(k, r[k]) for k in TRAIN_KEYS if k in r and pd.notna(r[k])}
+
+
+def _sweep_with_spec(tmp_path, metric='accuracy', goal='maximize'):
+    "The fixture sweep copied, with the `sweep.yaml` that `finetune-kit sweep` writes (a dump of its SweepSpec)."
+    from dataclasses import asdict
+    from finetune_kit.sweep import SweepSpec
+    d = tmp_path/'sweep'
+    shutil.copytree(SWEEP, d)
+    spec = SweepSpec('grid', {'learning_rate': {'values': [3e-4, 1e-3, 3e-3, 1e-2]}}, {'data': 'sample'}, metric, goal)
+    (d/'sweep.yaml').write_text(yaml.safe_dump(asdict(spec), sort_keys=True))
+    return d
+
+
+GRID_ACC = pd.DataFrame(dict(  # the issue's grid: maximise accuracy over three learning rates
+    run=['t0', 't1', 't2'], model_name='resnet18', learning_rate=[5e-4, 3e-3, 5e-2], batch_size=32, data='pets',
+    accuracy=[0.62, 0.71, 0.13], valid_loss=[1.1, 0.9, 2.6], fit_time=[60., 61., 59.]))
+
+BAYES = pd.DataFrame(dict(  # the issue's bayes sweep: lite0 has the best trial, lite1 the best mean
+    run=[f'trials/{i:04d}' for i in range(8)],
+    model_name=['efficientnet_lite1', 'efficientnet_lite0', 'efficientnet_lite2', 'efficientnet_lite0',
+                'efficientnet_lite1', 'efficientnet_lite0', 'efficientnet_lite2', 'efficientnet_lite1'],
+    learning_rate=[1.1e-3, 1.8e-3, 4e-4, 9e-3, 8e-4, 7e-3, 2e-3, 1.5e-3],
+    batch_size=[32, 16, 64, 32, 16, 64, 32, 32], data='sample',
+    valid_loss=[0.722, 0.571, 0.95, 1.9, 0.75, 2.3, 0.88, 0.81], fit_time=[40., 35., 50., 36., 41., 34., 52., 40.]))
+
+
+def test_metric_goals_registry():
+    g = analysis.METRIC_GOALS
+    assert all(g[m] == 'minimize' for m in ('valid_loss', 'train_loss', 'error_rate', 'fit_time', 'fit_time_s', 'GPU_mem',
+                                             'peak_mem'))
+    assert all(g[m] == 'maximize' for m in ('accuracy', 'accuracy_multi', 'roc_auc', 'f1', 'precision', 'recall',
+                                             'fbeta_multi'))
+    from finetune_kit.sweep import METRICS
+    assert set(METRICS) <= set(g)  # every metric a sweep may optimise has a direction
+
+
+def test_maximised_metric_picks_the_highest(tmp_path):
+    cfg = best_config(read_runs(GRID_ACC), metric='accuracy')
+    assert cfg['learning_rate'] == 3e-3  # accuracy 0.71, not 0.13
+    paths = write_report(GRID_ACC, tmp_path/'rep', metric='accuracy')
+    assert yaml.safe_load(paths['best_config'].read_text())['learning_rate'] == 3e-3
+    s = pd.read_csv(paths['summary'])
+    assert 'accuracy_min' not in s and s.accuracy_best[0] == 0.71 and s.accuracy_mean[0] == pytest.approx(1.46 / 3)
+    # the fixture sweep: per model the highest accuracy, and the table led by the model of the best trial
+    runs = read_runs(SWEEP)
+    ok = runs[runs.ok]
+    s = summarise(runs, 'accuracy').set_index('model_name')
+    assert s.accuracy_best.dropna().to_dict() == ok.groupby('model_name').accuracy.max().to_dict()
+    top = ok.loc[ok.accuracy.idxmax()]
+    assert s.index[0] == top.model_name and s.best_run.iloc[0] == top.run
+    assert best_config(runs, metric='accuracy') == _trial_cfg(runs, top.run)
+    assert best_config(runs, metric='accuracy', goal='minimize') == _trial_cfg(runs, ok.loc[ok.accuracy.idxmin()].run)
+
+
+def test_best_config_is_the_best_trial_not_the_best_mean(tmp_path):
+    runs = read_runs(BAYES)
+    cfg = best_config(runs, metric='valid_loss')
+    assert (cfg['model_name'], cfg['learning_rate'], cfg['batch_size']) == ('efficientnet_lite0', 1.8e-3, 16)
+    s = summarise(runs, 'valid_loss')
+    assert s.model_name.tolist() == ['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2']  # by best trial
+    assert s.valid_loss_best.tolist() == [0.571, 0.722, 0.88]
+    assert s.valid_loss_mean[0] == pytest.approx((0.571 + 1.9 + 2.3) / 3)  # the robustness column: lite0 is fragile
+    assert s.valid_loss_mean[0] > s.valid_loss_mean[1] and 'valid_loss_std' in s and s.best_run[0] == 'trials/0001'
+    assert pareto_front(s, 'fit_time_mean', 'valid_loss_best')[0]
+
+
+def test_pareto_front_respects_the_goal():
+    df = pd.DataFrame(dict(fit_time_mean=[10, 5, 20, 15], accuracy_best=[0.9, 0.8, 0.95, 0.85]))
+    assert list(pareto_front(df, y='accuracy_best', y_goal='maximize')) == [True, True, True, False]
+    assert list(pareto_front(df, y='accuracy_best')) == [False, True, False, False]  # minimised, only the fastest
+    s = summarise(read_runs(SWEEP), 'accuracy')
+    assert s.pareto.tolist() == pareto_front(s, 'fit_time_mean', 'accuracy_best', y_goal='maximize').tolist()
+    assert s.pareto[0]  # the model of the best trial is always on the front
+
+
+def test_sweep_yaml_decides_and_flags_override(tmp_path):
+    d = _sweep_with_spec(tmp_path)
+    assert analysis.sweep_objective(d) == ('accuracy', 'maximize')
+    assert analysis.sweep_objective(d/'results.csv') == ('accuracy', 'maximize')
+    assert analysis.sweep_objective(SWEEP) == ('error_rate', 'minimize')  # no sweep.yaml: the default
+    runs = read_runs(d)
+    ok = runs[runs.ok]
+    paths = write_report(d, tmp_path/'rep')
+    assert 'accuracy_best' in pd.read_csv(paths['summary'])
+    assert yaml.safe_load(paths['best_config'].read_text()) == _trial_cfg(runs, ok.loc[ok.accuracy.idxmax()].run)
+    paths = write_report(d, tmp_path/'fast', metric='fit_time')  # --metric: the fastest trial; its own goal
+    assert 'fit_time_best' in pd.read_csv(paths['summary'])
+    assert yaml.safe_load(paths['best_config'].read_text()) == _trial_cfg(runs, ok.loc[ok.fit_time.idxmin()].run)
+    paths = write_report(d, tmp_path/'worst', goal='minimize')  # --goal alone keeps the sweep's metric
+    assert yaml.safe_load(paths['best_config'].read_text()) == _trial_cfg(runs, ok.loc[ok.accuracy.idxmin()].run)
+    with pytest.raises(ValueError, match='f1'): write_report(d, tmp_path/'x', metric='f1')  # not recorded
+    with pytest.raises(ValueError, match='goal'): write_report(d, tmp_path/'y', goal='max')
+
+
+def test_optuna_study_direction_decides(tmp_path):
+    optuna = pytest.importorskip('optuna')
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+    url = f"sqlite:///{tmp_path/'study.db'}"
+    study = optuna.create_study(study_name='s', storage=url, direction='maximize')
+    for lr, v in [(1e-3, 0.7), (1e-2, 0.9), (1e-1, 0.2)]:
+        study.add_trial(create_trial(params=dict(learning_rate=lr), value=v,
+                                     distributions=dict(learning_rate=FloatDistribution(1e-4, 1, log=True)),
+                                     user_attrs=dict(config=dict(model_name='resnet18', data='sample'),
+                                                     metrics=dict(fit_time_s=10.0))))
+    assert analysis.sweep_objective(url) == ('objective', 'maximize')
+    paths = write_report(url, tmp_path/'rep')
+    assert yaml.safe_load(paths['best_config'].read_text())['learning_rate'] == 1e-2
+
+
+def _failed_sweep(tmp_path):
+    "The fixture sweep with only its four failed or incomplete trials."
+    d = tmp_path/'failed'
+    shutil.copytree(SWEEP, d)
+    res = pd.read_csv(d/'results.csv')
+    for t in res[res.status == 'completed'].trial_dir: shutil.rmtree(d/t)
+    res[res.status != 'completed'].to_csv(d/'results.csv', index=False)
+    return d
+
+
+def test_all_failed_sweep_raises(tmp_path):
+    d = _failed_sweep(tmp_path)
+    with pytest.raises(ValueError) as e: write_report(d, tmp_path/'rep')
+    msg = str(e.value)
+    assert 'no completed runs' in msg and str(d) in msg and '4 runs' in msg and '\n' not in msg
+    assert not (tmp_path/'rep').exists()  # nothing misleading written
+    runs = pd.DataFrame(dict(model_name=['resnet18', 'resnet34'], error_rate=[None, 0.2], fit_time=[3.0, None]))
+    with pytest.raises(ValueError, match='no completed runs'): write_report(runs, tmp_path/'rep2')
+
+
+def _report_parts(paths):
+    "The report's best-config YAML, and the first row of its first table (header -> cell text)."
+    import html as H
+    text = paths['report'].read_text()
+    pre = re.search(r'<h3>Best config</h3>.*?<pre>(.*?)</pre>', text, re.S).group(1)
+    table = re.search(r'<h3>Best .*?</h3>\s*(<table.*?</table>)', text, re.S).group(1)
+    head, row = re.findall(r'<th>(.*?)</th>', table), re.search(r'<tbody>\s*<tr>(.*?)</tr>', table, re.S).group(1)
+    return yaml.safe_load(H.unescape(pre)), dict(zip(head, map(H.unescape, re.findall(r'<td>(.*?)</td>', row))))
+
+
+@pytest.mark.parametrize('src,metric', [('sweep', None), ('sweep', 'accuracy'), ('bayes', 'valid_loss'),
+                                        ('grid', 'accuracy')])
+def test_report_and_best_config_agree(tmp_path, src, metric):
+    source = {'sweep': SWEEP, 'bayes': BAYES, 'grid': GRID_ACC}[src]
+    paths = write_report(source, tmp_path/'rep', metric=metric)
+    m = metric or 'error_rate'
+    runs = read_runs(source)
+    ok = runs[runs.ok].dropna(subset=[m])
+    best = ok.loc[ok[m].idxmin() if analysis.METRIC_GOALS[m] == 'minimize' else ok[m].idxmax()]
+    cfg = yaml.safe_load(paths['best_config'].read_text())
+    assert cfg == _trial_cfg(runs, best.run)  # best_config.yaml is the best trial
+    pre, first = _report_parts(paths)
+    assert pre == cfg  # the report's best-config section
+    assert first['model_name'] == cfg['model_name'] and first['best_run'] == best.run  # the report's first table
+    s = pd.read_csv(paths['summary'])
+    assert s.model_name[0] == cfg['model_name'] and s.pareto[0]  # summary.csv, the Pareto front
+    lre = lr_effect(runs, m).set_index('model_name')  # the learning-rate chart's best point
+    assert lre.loc[cfg['model_name'], 'best_learning_rate'] == cfg['learning_rate']
+    assert f'{m}_min' not in paths['report'].read_text()
+
+
+def test_peak_mem_is_the_neutral_label(timm_runs):
+    runs = read_runs(SWEEP)  # CPU runs: metrics.json's peak_mem_mb
+    assert runs.peak_mem.notna().sum() == 13 and 'GPU_mem' not in runs
+    s = summarise(runs)
+    assert 'peak_mem_mean' in s and not [c for c in s if 'GPU' in c]
+    assert timm_runs.peak_mem.equals(timm_runs.GPU_mem)  # fastai_timm's GPU_mem is read as peak_mem
+    assert summarise(timm_runs, max_mem=2).peak_mem_mean.max() <= 2

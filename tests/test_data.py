@@ -80,8 +80,8 @@ def test_file_name_label_errors(tmp_path, folder):
     with pytest.raises(ValueError, match='needs a group'): load_source(folder, label_re=r'\d+')
     with pytest.raises(ValueError, match='matches none'): load_source(folder, label_re=r'^cat_(\d+)')
 
-def write_csv(root, rows, name='labels.csv', **cols):
-    df = pd.DataFrame(rows, columns=['path', 'label'])
+def write_csv(root, rows, name='labels.csv', columns=('path', 'label'), **cols):
+    df = pd.DataFrame(rows, columns=list(columns))
     for k, v in cols.items(): df[k] = v
     df.to_csv(root/name, index=False)
     return root/name
@@ -128,9 +128,57 @@ def test_same_files_other_labels(folder):
     assert multi.train.xs is plain.train.xs
     assert multi.valid.one_batch()[1].shape == (4, 4) and plain.valid.one_batch()[1].shape == (4,)
 
-def test_csv_missing_columns(folder):
-    pd.DataFrame({'file': ['Bag/x.png'], 'label': ['bag']}).to_csv(folder/'bad.csv', index=False)
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['path'\]"): load_source(folder/'bad.csv')
+def bag_coat_rows(folder):
+    return [(f'{c}/{f.name}', c.lower()) for c in ('Bag', 'Coat') for f in sorted((folder/c).iterdir())]
+
+def test_csv_fname_label(folder):
+    "fastai's own column names: `fname,label`."
+    fn = write_csv(folder, bag_coat_rows(folder), columns=('fname', 'label'))
+    r, _ = quiet_check(fn)
+    assert r.kind == 'csv' and r.bad == [] and r.n_files == 40 and r.classes == ['bag', 'coat'] and r.task == 'binary'
+    assert r.items.path.tolist()[0] == str(folder/'Bag'/sorted(os.listdir(folder/'Bag'))[0])
+    dls = get_dls(fn, batch_size=8, img_size=32)
+    assert list(dls.vocab) == ['bag', 'coat'] and dls.one_batch()[0].shape == (8, 3, 32, 32)
+
+def test_csv_columns_found_by_name_in_any_order(folder):
+    rows = [(l, p) for p, l in bag_coat_rows(folder)]
+    r, _ = quiet_check(write_csv(folder, rows, columns=('label', 'image')))
+    assert r.bad == [] and r.n_files == 40 and r.classes == ['bag', 'coat']
+    assert all(Path(p).parent.name.lower() == l for p, l in zip(r.items.path, r.items.label))
+    r, _ = quiet_check(write_csv(folder, rows, 'upper.csv', columns=('Class', 'FileName'), notes='x'))
+    assert r.bad == [] and r.classes == ['bag', 'coat']
+
+def test_csv_columns_by_position(folder):
+    rows = bag_coat_rows(folder)
+    r, _ = quiet_check(write_csv(folder, rows, columns=('a', 'b'), is_valid=[i % 4 == 0 for i in range(40)]))
+    assert r.bad == [] and r.classes == ['bag', 'coat'] and (r.n_train, r.n_valid) == (30, 10)
+    r, _ = quiet_check(write_csv(folder, rows, 'half.csv', columns=('fname', 'breed')))
+    assert r.bad == [] and r.classes == ['bag', 'coat']
+    r, _ = quiet_check(write_csv(folder, [(p, '01' if l == 'bag' else '02') for p, l in rows], 'codes.csv', columns=('x', 'y')))
+    assert r.classes == ['01', '02']
+    with pytest.raises(ValueError, match=r"can't tell .*\['a', 'b', 'c'\].*path_col"):
+        load_source(write_csv(folder, rows, 'three.csv', columns=('a', 'b'), c='x'))
+    with pytest.raises(ValueError, match=r"several label columns \['label', 'class'\].*label_col"):
+        load_source(write_csv(folder, rows, 'two.csv', **{'class': 'x'}))
+
+def test_explicit_columns(folder):
+    rows = bag_coat_rows(folder)
+    fn = write_csv(folder, [('x', p, l) for p, l in rows], columns=('notes', 'img', 'cls'))
+    r, _ = quiet_check(fn, path_col='img', label_col='cls')
+    assert r.bad == [] and r.classes == ['bag', 'coat']
+    dls = get_dls(fn, path_col='img', label_col='cls', batch_size=8, img_size=32)
+    assert list(dls.vocab) == ['bag', 'coat']
+    df = pd.DataFrame({'label': ['wrong']*40, 'who': [l for _, l in rows], 'path': [str(folder/p) for p, _ in rows]})
+    assert load_source(df, label_col='who').items.label.tolist() == [l for _, l in rows]
+    with pytest.raises(ValueError, match='name columns of a CSV or DataFrame'): load_source(folder, path_col='img')
+
+def test_csv_missing_named_column(folder):
+    fn = write_csv(folder, bag_coat_rows(folder))
+    with pytest.raises(ValueError) as e: get_dls(fn, path_col='fname')
+    msg = str(e.value)
+    assert '\n' not in msg and str(fn) in msg and "'fname'" in msg and "['path', 'label']" in msg
+    with pytest.raises(ValueError, match=r"no column 'cls' \(label_col\).*\['path', 'label'\]"): check_data(fn, label_col='cls')
+    with pytest.raises(ValueError, match=r"DataFrame has no column 'f'"): load_source(pd.DataFrame({'path': [], 'label': []}), path_col='f')
 
 def test_task_detection_and_override(folder):
     assert detect_task([['a'], ['b']]) == 'binary' and detect_task([['a'], ['b'], ['c']]) == 'single'

@@ -160,6 +160,26 @@ def test_internal_links_and_assets(site):
     assert not broken, '\n'.join(broken)
 
 
+def test_site_is_only_the_site(site):
+    "No run folders, checkpoints, weights, data or caches the notebooks wrote: the site is the pages and their assets."
+    files = [p for p in site.rglob('*') if p.is_file()]
+    heavy = [p.relative_to(site) for p in files if p.suffix in ('.pth', '.pt', '.safetensors', '.db', '.npz')
+             or 'checkpoint' in p.parts or 'runs' in p.parts or 'wandb' in p.parts]
+    assert heavy == [], f'{len(heavy)} files that are not the site, e.g. {heavy[:5]}'
+    assert sum(p.stat().st_size for p in files) < 40 * 2**20
+
+
+def test_home_page_subtitle_is_whole(site):
+    "The home page's one-line description is the whole sentence (nbdev reads only the first `>` line)."
+    import json
+    nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
+    quote = [l for l in ''.join(nb['cells'][0]['source']).splitlines() if l.startswith('>')]
+    assert len(quote) == 1 and quote[0].rstrip().endswith('.'), quote
+    import html, re
+    text = ' '.join(html.unescape(re.sub(r'<[^>]+>', ' ', (site/'index.html').read_text())).split())
+    assert quote[0][2:].strip() in text
+
+
 @pytest.fixture(scope='module')
 def chromium() -> str:
     "Debian's chromium (installed here when missing and we are root), or a Chrome already on PATH."

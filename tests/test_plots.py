@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from finetune_kit import plots
 
 SUMMARY = pd.DataFrame(dict(model_name=['a_1', 'a_2', 'b_1', 'b_2', 'c_1'], model_family=['a', 'a', 'b', 'b', 'c'],
-                            fit_time_mean=[10., 40., 20., 80., np.nan], error_rate_mean=[0.2, 0.1, 0.25, 0.05, 0.01]))
+                            fit_time_mean=[10., 40., 20., 80., np.nan], error_rate_best=[0.2, 0.1, 0.25, 0.05, 0.01]))
 RUNS = pd.DataFrame(dict(model_name=['a'] * 3 + ['b'] * 3, learning_rate=[1e-4, 1e-3, 1e-2] * 2,
                          batch_size=[16, 32, 64] * 2, error_rate=[0.3, 0.2, 0.25, 0.4, 0.3, 0.5]))
 HIST = pd.DataFrame(dict(phase=['frozen', 'unfrozen', 'unfrozen'], epoch=[0, 0, 1], train_loss=[1.0, 0.7, 0.5],
@@ -18,7 +18,7 @@ CALLS = {  # name -> (args, kwargs) for one call of each `ax=None` plot function
     'plot_loss': ((HIST,), {}),
     'plot_confusion': ((np.array([[5, 1], [2, 7]]), ['cat', 'dog']), {}),
     'plot_pareto': ((SUMMARY,), {}),
-    'plot_score': ((SUMMARY.assign(score=SUMMARY.error_rate_mean * (SUMMARY.fit_time_mean + 80)),), {}),
+    'plot_score': ((SUMMARY.assign(score=SUMMARY.error_rate_best * (SUMMARY.fit_time_mean + 80)),), {}),
     'plot_importance': (({'learning_rate': 0.6, 'batch_size': 0.4},), {}),
     'plot_lr_effect': ((RUNS,), {}),
     'plot_parallel': ((RUNS, ['model_name', 'learning_rate', 'batch_size']), {}),
@@ -81,6 +81,25 @@ def test_plot_pareto_front_and_log_axis():
     # a given `pareto` column is drawn as is
     ax = plots.plot_pareto(SUMMARY.assign(pareto=[True, False, False, False, False])).axes[0]
     assert [t.get_text() for t in ax.texts] == ['a_1']
+
+
+def test_plot_pareto_maximised_metric():
+    s = SUMMARY.assign(accuracy_best=1 - SUMMARY.error_rate_best)
+    ax = plots.plot_pareto(s, y='accuracy_best', y_goal='maximize').axes[0]
+    assert {t.get_text() for t in ax.texts} == {'a_1', 'a_2', 'b_2'}  # the same front, higher is better
+    assert 'higher is better' in ax.get_ylabel()
+
+
+def test_plot_lr_effect_best_run_per_point():
+    runs = pd.concat([RUNS, RUNS.iloc[[1]].assign(error_rate=0.4)])  # a worse second run of `a` at 1e-3
+    ax = plots.plot_lr_effect(runs).axes[0]
+    a = [l for l in ax.lines if l.get_label() == 'a'][0]
+    assert list(a.get_ydata()) == [0.3, 0.2, 0.25]  # each point is the best run, as best_config picks
+    star = [l for l in ax.lines if l.get_label() == 'best run'][0]
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (1e-3, 0.2) and 'lower is better' in ax.get_title()
+    ax = plots.plot_lr_effect(runs.assign(accuracy=1 - runs.error_rate), 'accuracy', goal='maximize').axes[0]
+    star = [l for l in ax.lines if l.get_label() == 'best run'][0]
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (1e-3, 0.8) and 'higher is better' in ax.get_title()
 
 
 def test_plot_score_best_on_top():

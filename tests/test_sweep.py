@@ -7,7 +7,7 @@ import json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import optuna, pandas as pd, pytest, yaml
 from optuna.trial import TrialState, create_trial
-from finetune_kit.sweep import (SweepStopped, open_study, results_table, sweep, validate_sweep, SWEEP_EXAMPLE,
+from finetune_kit.sweep import (SweepStopped, open_study, results_table, sweep, sweep_cli, validate_sweep, SWEEP_EXAMPLE,
                                 suggest_config, WandbHyperband, hyperband_bands, make_pruner, replay_pruner)
 
 FAKE = textwrap.dedent('''
@@ -16,6 +16,8 @@ FAKE = textwrap.dedent('''
     cfg, out = yaml.safe_load(open(a.config)), a.out
     open(os.path.join(out, 'pid'), 'w').write(str(os.getpid()))
     open(os.path.join(out, 'threads'), 'w').write(os.environ.get('OMP_NUM_THREADS', ''))
+    open(os.path.join(out, 'entity'), 'w').write(os.environ.get('WANDB_ENTITY', ''))
+    if cfg.get('tracking') == 'wandb': os.makedirs(os.path.join(out, 'wandb', 'offline-run-20250101_000000-x' + os.path.basename(out)))
     lr, epochs, bs = cfg['learning_rate'], cfg.get('epochs', 3), cfg.get('batch_size', 32)
     if bs == 13: raise RuntimeError('boom: batch_size 13')
     hist = os.path.join(out, 'history.csv')
@@ -75,7 +77,7 @@ parameters:
     (4, 'max: 0.01}', 'max: 0.01, step: 2}', "line 4: parameters.learning_rate.step: unknown key 'step'"),
     (4, 'learning_rate:', 'learning_rat:', "line 4: parameters.learning_rat: 'learning_rat' is not a training config key (did you mean 'learning_rate'?)"),
     (5, '[16, 32]', '[0, 32]', "line 5: parameters.batch_size: batch_size=0 must be a positive integer"),
-    (5, 'batch_size: {values: [16, 32]}', 'pool: {values: [avg, max]}', "line 5: parameters.pool: pool='max': choose one of avg, concat"),
+    (5, 'batch_size: {values: [16, 32]}', 'pool: {values: [avg, median]}', "line 5: parameters.pool: pool='median': choose one of avg, concat"),
     (5, '{values: [16, 32]}', '{values: []}', "line 5: parameters.batch_size.values: values must be a non-empty list"),
     (5, 'batch_size: {values: [16, 32]}', 'model_name: {values: [efficientnet_lite0, efficientnet_lite9]}',
         "line 5: parameters.model_name: unknown model 'efficientnet_lite9' (did you mean"),
@@ -291,6 +293,153 @@ def test_consecutive_failures_stop_the_sweep(tmp_path, fake):
         sweep(s, count=5, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False, max_failures=2)
     assert 'nan loss' in str(e.value)
     assert list(_results(tmp_path/'sw').state) == ['FAIL', 'FAIL']
+
+# --- real sweep files, and what a sweep says ----------------------------------------------------------------------
+
+FASTAI_TIMM = """\
+program: fine_tune.py
+method: bayes
+metric:
+  name: valid_loss
+  goal: minimize
+parameters:
+    data:
+        value: "PETS"
+    pool:
+        values: ['concat', 'avg']
+    learning_rate:
+        distribution: uniform
+        min: 1e-5
+        max: 1e-2
+"""
+
+def _images(root, classes=('a', 'b')):
+    "A tiny image folder: two PNGs per class"
+    from PIL import Image
+    for c in classes:
+        (root/c).mkdir(parents=True)
+        for i in range(2): Image.new('RGB', (8, 8), (40*i, 90, 200)).save(root/c/f'{i}.png')
+    return root
+
+def _trial_lines(out:str)->list: return [l for l in out.splitlines() if l.startswith('trial ')]
+
+def test_real_sweep_file_numbers_and_lines(tmp_path):
+    "fastai_timm's sweep files write `min: 1e-5` (a float for W&B, a string for PyYAML); line numbers still point right"
+    spec = validate_sweep(_yaml(tmp_path, FASTAI_TIMM))
+    assert spec.parameters['learning_rate']['min'] == 1e-5 and spec.fixed['data'] == 'PETS'
+    with pytest.raises(ValueError, match=r"line 13: parameters.learning_rate.min: min \(0.01\) must be less than max \(1e-05\)"):
+        validate_sweep(_yaml(tmp_path, FASTAI_TIMM.replace('min: 1e-5', 'min: 1e-2').replace('max: 1e-2', 'max: 1e-5')))
+
+def test_preflight_checks_every_data_value(tmp_path, fake):
+    "A data value that is no dataset stops the sweep before any trial, with the value and the fix, even with no model check"
+    y = _yaml(tmp_path, FASTAI_TIMM)
+    with pytest.raises(ValueError, match=r"data 'PETS'.*set data: .*--set data=PATH"):
+        sweep(y, count=2, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    assert not (tmp_path/'sw').exists()
+    good, empty = _images(tmp_path/'imgs'), tmp_path/'empty'
+    empty.mkdir()
+    s = {'method': 'grid', 'parameters': {'data': {'values': [str(good), 'sample', str(empty), str(tmp_path/'nope')]},
+                                          'learning_rate': {'value': 0.01}, 'epochs': {'value': 1}}}
+    with pytest.raises(ValueError) as e: sweep(s, out=tmp_path/'sw2', trainer_cmd=fake, preflight_check=False)
+    msg = str(e.value)
+    assert str(empty) in msg and 'has no class folders' in msg and str(tmp_path/'nope') in msg, msg
+    assert f"data '{good}'" not in msg and "'sample'" not in msg, msg
+    assert not (tmp_path/'sw2').exists()
+    out = sweep(y, count=1, out=tmp_path/'sw3', trainer_cmd=fake, preflight_check=False, overrides={'data': str(good)})
+    assert _results(out).state.tolist() == ['COMPLETE']
+
+def test_sweep_says_what_it_does_before_the_first_trial(tmp_path, fake, capsys):
+    "No data: say it trains on the sample; a grid says its size; count 0 is refused, not read as 'the whole grid'"
+    y = _yaml(tmp_path, """\
+        method: grid
+        parameters:
+          learning_rate: {values: [0.003, 0.0001]}
+          epochs: {value: 1}
+        """)
+    with pytest.raises(ValueError, match='count=0'): sweep(y, count=0, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    assert not (tmp_path/'sw').exists()
+    capsys.readouterr()
+    sweep(y, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    lines = capsys.readouterr().out.splitlines()
+    first = next(i for i, l in enumerate(lines) if l.startswith('trial '))
+    before = '\n'.join(lines[:first])
+    assert 'no data in the sweep: trials train on the bundled Fashion-MNIST sample; set data: in the YAML or --set data=PATH' in before
+    assert 'grid: 2 trials' in before, lines
+
+def test_one_line_per_trial_with_best_so_far(tmp_path, fake, capfd):
+    "Each finished trial prints its number, params, metric, status and the best so far (here maximising), and the time"
+    y = _yaml(tmp_path, """\
+        method: grid
+        metric: {name: valid_loss, goal: maximize}
+        parameters:
+          learning_rate: {values: [0.003, 0.0001, 0.3]}
+          batch_size: {values: [32, 13]}
+          epochs: {value: 1}
+        """)
+    out = sweep(y, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False, max_failures=6)
+    lines = _trial_lines(capfd.readouterr().out)
+    r = _results(out).set_index('number')
+    assert len(lines) == 6, lines
+    best = None
+    for l in lines:
+        n = int(l.split()[1])
+        assert f"learning_rate={r.loc[n, 'learning_rate']:.3g}" in l and f"batch_size={r.loc[n, 'batch_size']}" in l, l
+        assert 'elapsed' in l, l
+        if r.loc[n, 'batch_size'] == 13: assert 'failed: exit code 1' in l and 'boom: batch_size 13' in l, l
+        else:
+            assert f"valid_loss={r.loc[n, 'valid_loss']:.4g}" in l and ' completed ' in l, l
+            if best is None or r.loc[n, 'valid_loss'] > r.loc[best, 'valid_loss']: best = n
+        if best is not None: assert f"best={r.loc[best, 'valid_loss']:.4g} (trial {best})" in l, l
+    assert r.loc[best, 'learning_rate'] == 0.3
+
+def test_program_command_project_entity(tmp_path, fake, capfd):
+    "W&B's top-level keys are accepted and each gets one line saying what the kit does with it"
+    text = """\
+        program: train.py
+        command: [python, train.py]
+        project: kit-proj
+        entity: kit-team
+        method: grid
+        parameters:
+          learning_rate: {values: [0.003, 0.0001]}
+          epochs: {value: 1}
+          tracking: {value: wandb}
+        """
+    out = sweep(_yaml(tmp_path, text), out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    printed = capfd.readouterr()
+    lines = printed.out.splitlines()
+    first = next(i for i, l in enumerate(lines) if l.startswith('trial '))
+    before = '\n'.join(lines[:first])
+    assert 'program: train.py is not run' in before and 'finetune-kit train --config trial.yaml' in before, before
+    assert 'command: python train.py is not run' in before, before
+    assert 'project: kit-proj' in before and 'wandb_project' in before, before
+    assert 'entity: kit-team' in before, before
+    assert 'A new study created' not in printed.err + printed.out   # Optuna's chatter is hidden
+    t0 = out/'trials'/'0000'
+    assert yaml.safe_load((t0/'trial.yaml').read_text())['wandb_project'] == 'kit-proj'
+    assert (t0/'entity').read_text() == 'kit-team'
+    assert lines[-1].endswith(f"wandb sync {out}/trials/*/wandb/offline-run-*") and '2 offline W&B runs' in lines[-1], lines[-1]
+    out2 = sweep(_yaml(tmp_path, text.replace('tracking: {value: wandb}', 'batch_size: {value: 8}'), 'n.yaml'),
+                 out=tmp_path/'sw2', trainer_cmd=fake, preflight_check=False)
+    printed = capfd.readouterr().out
+    assert 'project: kit-proj is unused' in printed and 'entity: kit-team is unused' in printed and 'wandb sync' not in printed
+    assert (out2/'trials'/'0000'/'entity').read_text() == ''
+
+def test_wandb_backend_gets_project_and_entity(tmp_path, fake, monkeypatch):
+    import wandb, finetune_kit.sweep as fs
+    got = {}
+    monkeypatch.setattr(fs, 'wandb_login_check', lambda: None)
+    monkeypatch.setattr(wandb, 'sweep', lambda cfg, **kw: got.update(cfg=cfg, **kw) or 'abc123')
+    monkeypatch.setattr(wandb, 'agent', lambda *a, **kw: None)
+    s = {'program': 'train.py', 'project': 'kit-proj', 'entity': 'kit-team', 'method': 'grid',
+         'parameters': {'learning_rate': {'values': [0.01]}}}
+    sweep(s, backend='wandb', out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    assert got['project'] == 'kit-proj' and got['entity'] == 'kit-team' and 'program' not in got['cfg']
+
+def test_cli_refuses_abbreviated_flags(tmp_path):
+    "`--work 2` is not read as `--workers 2`: an error naming the flag it resembles"
+    with pytest.raises(ValueError, match='--workers'):
+        sweep_cli([str(tmp_path/'s.yaml'), '--work', '2', '--count', '1', '--out', str(tmp_path/'sw')])
 
 # --- persistence and parallelism --------------------------------------------------------------------------------
 

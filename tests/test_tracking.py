@@ -63,7 +63,7 @@ sys.meta_path.insert(0, NoWandb())
 
 def test_works_without_wandb_installed():
     "With wandb absent (timm imports it opportunistically when present), tracking 'none' needs none of it."
-    code = NO_WANDB + ("import finetune_kit.tracking as t; from finetune_kit.train import TrainConfig; "
+    code = NO_WANDB + ("import finetune_kit.tracking as t; from finetune_kit.config import TrainConfig; "
                        "assert 'fastai.callback.wandb' not in sys.modules; "
                        "assert t.finish_tracking(None, {'a': 1}) is None; "
                        "assert TrainConfig().tracking == 'none'")
@@ -207,7 +207,7 @@ def test_offline_fine_tune_round_trip(monkeypatch, tmp_path):
     assert {'train_loss', 'valid_loss', 'accuracy', 'lr', 'epoch_time_s'} <= set(h.columns)
     assert np.allclose(h['valid_loss'].iloc[-1], learn.recorder.final_record[1])
     s = rec['summary']
-    assert s['fit_time'] > 0 and 0 < s['GPU_mem'] < 64
+    assert s['fit_time'] > 0 and 0 < s['peak_mem'] < 64 and 'GPU_mem' not in s  # a CPU run: no GPU label
     assert (s['model_family'], s['n_params'], s['epochs_done'], s['status']) == ('convnext', 114, 3, 'completed')
     assert (rec['state'], rec['exit_code']) == ('finished', 0)
     c = rec['config']
@@ -314,7 +314,8 @@ def test_gpu_mem_on_cuda(tmp_path):
     learn = synth_learner(); learn.dls.to('cuda'); learn.model.cuda()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=WandbTracker())
     finish_tracking(sess, {})
-    assert 0 < read_offline_run(tmp_path)['summary']['GPU_mem'] < 1
+    s = read_offline_run(tmp_path)['summary']
+    assert 0 < s['GPU_mem'] < 1 and s['peak_mem'] == s['GPU_mem']  # on a GPU, fastai_timm's name too
 
 
 def test_upstream_wandbcallback_still_crashes(tmp_path):

@@ -3,7 +3,9 @@ import os, sys, json, time, signal, subprocess
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch, yaml
 from PIL import Image
-from finetune_kit.train import TrainConfig, train, predict, load_bundle
+from finetune_kit.config import TrainConfig
+from finetune_kit.training import train
+from finetune_kit.inference import predict, load_bundle
 from finetune_kit.datasets import sample_path
 from fastai.callback.core import Callback
 from conftest import run_cli, BIN, copy_sample
@@ -209,8 +211,102 @@ def test_new_head_starts_near_a_uniform_guess(tiny_folder):
 
 def test_channels_last_by_default_on_the_cpu(tiny_folder):
     "`channels_last=None` (the default) means channels_last on the CPU, where it trains faster; False turns it off."
-    from finetune_kit.train import build_learner
+    from finetune_kit.training import build_learner
     names = lambda learn: [type(c).__name__ for c in learn.cbs]
     cfg = TrainConfig(data=str(tiny_folder), pretrained=False, **TINY)
     assert cfg.channels_last is None and 'ChannelsLast' in names(build_learner(cfg, progress=False))
     assert 'ChannelsLast' not in names(build_learner(TrainConfig.from_dict({**vars(cfg), 'channels_last': 'false'}), progress=False))
+
+
+# ---------------------------------------------------------------- reusing a run folder: resume, extend, refuse, overwrite
+
+class CrashAfter(Callback):
+    "Raise once `n` epochs of this fit are logged, as a kill would end the process."
+    order = 80  # after RunLog has written the epoch
+    def __init__(self, n): self.n = n
+    def after_epoch(self):
+        if self.epoch + 1 == self.n: raise RuntimeError('killed')
+
+class FirstWeights(Callback):
+    "Remember the first parameter of the model when each fit starts."
+    def __init__(self): self.seen = []
+    def before_fit(self): self.seen.append(next(self.model.parameters()).detach().cpu().clone())
+
+def test_resume_a_finished_run_says_so(tiny_folder, tmp_path):
+    "A completed run has nothing to resume: one line naming the run, its status and epochs, and what to do."
+    out = tmp_path/'run'
+    train(data=str(tiny_folder), out=str(out), verbose=False, pretrained=False, **TINY)
+    with pytest.raises(ValueError) as e: train(out=str(out), resume=True, verbose=False)
+    msg = str(e.value)
+    assert str(out) in msg and 'completed' in msg and '1 epoch' in msg and '--epochs' in msg and '\n' not in msg, msg
+    with pytest.raises(ValueError, match='batch_size=8.*saved 16'): train(out=str(out), resume=True, batch_size=8)
+    # killed while finishing (all epochs done, no metrics.json yet): resume just finishes it
+    (out/'metrics.json').unlink()
+    res = train(out=str(out), resume=True, verbose=False)
+    assert res.status == 'completed' and json.loads((out/'metrics.json').read_text())['status'] == 'completed'
+    assert list(res.history.epoch) == [1] and 0 <= res.metrics['accuracy'] <= 1
+
+def test_resume_with_more_epochs_extends_a_finished_run(tiny_folder, tmp_path):
+    "epochs=3 on a finished 1-epoch run: a new one-cycle over 2 more epochs from the last checkpoint, safe to kill."
+    out = tmp_path/'run'
+    train(data=str(tiny_folder), out=str(out), verbose=False, pretrained=False, **TINY)
+    last = torch.load(out/'checkpoint'/'last.pth', weights_only=True)['model']
+    probe = FirstWeights()
+    with pytest.raises(RuntimeError, match='killed'):
+        train(out=str(out), resume=True, epochs=3, verbose=False, cbs=[probe, CrashAfter(1)])
+    assert torch.equal(probe.seen[0], next(iter(last.values())))  # continued from the trained weights
+    assert not (out/'metrics.json').exists()  # no longer a finished run while it is extended
+    assert yaml.safe_load((out/'config.yaml').read_text())['epochs'] == 3
+    res = train(out=str(out), resume=True, verbose=False)  # the extension itself resumes after a kill
+    assert res.status == 'completed', res.status
+    h = pd.read_csv(out/'history.csv')
+    assert list(h.epoch) == [1, 2, 3] and list(h.phase) == ['unfrozen', 'extended-1', 'extended-1']
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['status'] == 'completed' and m['extensions'] == [{'phase': 'extended-1', 'epochs': 2, 'after_epoch': 1}]
+    assert (out/'model'/'model.json').is_file()
+    with pytest.raises(ValueError, match='3 epochs'): train(out=str(out), resume=True)
+    with pytest.raises(ValueError, match='epochs=2.*cannot shorten'): train(out=str(out), resume=True, epochs=2)
+
+def test_fresh_train_refuses_a_used_folder(tiny_folder, tmp_path):
+    "A finished or interrupted run, or someone else's files: refused in one line, before the data is read."
+    out = tmp_path/'run'
+    train(data=str(tiny_folder), out=str(out), verbose=False, pretrained=False, **TINY)
+    with pytest.raises(ValueError) as e: train(data='/no/such/folder', out=str(out))
+    msg = str(e.value)
+    assert str(out) in msg and 'completed' in msg and '--resume' in msg and '--overwrite' in msg and '\n' not in msg, msg
+    (tmp_path/'killed').mkdir(); (out/'history.csv').rename(tmp_path/'killed'/'history.csv')
+    with pytest.raises(ValueError, match='interrupted'): train(data=str(tiny_folder), out=str(tmp_path/'killed'))
+    (tmp_path/'mine').mkdir(); (tmp_path/'mine'/'notes.txt').write_text('mine')
+    with pytest.raises(ValueError, match='notes.txt'): train(data=str(tiny_folder), out=str(tmp_path/'mine'))
+    with pytest.raises(ValueError, match='resume.*overwrite|overwrite.*resume'): train(out=str(out), resume=True, overwrite=True)
+
+def test_overwrite_replaces_only_the_kits_files(tiny_folder, tmp_path):
+    out = tmp_path/'run'
+    train(data=str(tiny_folder), out=str(out), verbose=False, pretrained=False, **{**TINY, 'epochs': 2})
+    (out/'lr_find.png').write_bytes(b'old'); (out/'notes.txt').write_text('mine')
+    res = train(data=str(tiny_folder), out=str(out), overwrite=True, verbose=False, pretrained=False, **TINY)
+    assert res.status == 'completed' and list(pd.read_csv(out/'history.csv').epoch) == [1]
+    assert not (out/'lr_find.png').exists() and (out/'notes.txt').read_text() == 'mine'
+
+def test_sweep_trial_folder_and_empty_folder_still_train(tiny_folder, tmp_path, monkeypatch):
+    "A sweep writes trial.yaml and log.txt into the trial folder before training there: not a reason to refuse."
+    from finetune_kit import plots
+    figs, plot = [], plots.plot_top_losses
+    monkeypatch.setattr(plots, 'plot_top_losses', lambda *a, **kw: figs.append(plot(*a, **kw)) or figs[-1])
+    d = tmp_path/'trials'/'0000'; d.mkdir(parents=True)
+    (d/'trial.yaml').write_text(yaml.safe_dump(dict(data=str(tiny_folder), pretrained=False, **TINY)))
+    (d/'log.txt').write_text('')
+    assert train(str(d/'trial.yaml'), out=str(d), verbose=False).status == 'completed'
+    assert (d/'trial.yaml').exists() and (d/'log.txt').exists()
+    # the top-losses figure says what its titles mean
+    assert 'predicted / actual' in figs[0]._suptitle.get_text() and 'loss / probability' in figs[0]._suptitle.get_text()
+    (tmp_path/'empty').mkdir()
+    assert train(data=str(tiny_folder), out=str(tmp_path/'empty'), verbose=False, pretrained=False, **TINY).status == 'completed'
+
+def test_default_run_folder_is_always_new(tmp_path, monkeypatch):
+    "Two runs started in the same second get two folders."
+    from finetune_kit.training import run_dir
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, 'strftime', lambda fmt, *a: '20250101-000000')
+    a, b = run_dir(TrainConfig()), run_dir(TrainConfig())
+    assert a != b and a.parent == b.parent == Path('runs') and a.is_dir() and b.is_dir()

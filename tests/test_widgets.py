@@ -6,7 +6,8 @@ import pandas as pd, pytest, yaml
 
 import ipywidgets  # installed by the dev extra; a missing install must fail, not skip
 from fastai.callback.core import Callback
-from finetune_kit.train import train, predict
+from finetune_kit.training import train
+from finetune_kit.inference import predict
 from finetune_kit.datasets import sample_path
 from finetune_kit.models import offline_models
 from finetune_kit.analysis import read_runs, summarise, pareto_front
@@ -221,14 +222,14 @@ def test_explorer_sweep_folder():
     e = SweepExplorer(SWEEP)
     summ = summarise(read_runs(SWEEP))
     assert e.dataset.options == ('sample',) and e.family.options == ('(all)', 'efficientnet', 'resnet')
-    assert (e.x.value, e.y.value, e.hue.value) == ('fit_time_mean', 'error_rate_mean', 'model_family')
+    assert (e.x.value, e.y.value, e.hue.value) == ('fit_time_mean', 'error_rate_best', 'model_family')
     assert 'pareto' not in e.x.options and 'runs' not in e.y.options
     assert sorted(e.table.model_name) == sorted(summ.model_name)
     assert list(e.table.model_name[:3]) == ['efficientnet_lite1', 'efficientnet_lite0', 'resnet18']
     assert e.table.pareto.tolist() == [True, True, True, False]
     assert '3 models with both' in e.status.value and 'efficientnet_lite1' in e.html.value
     ax = e.fig.axes[0]
-    assert ax.get_title() == 'sample: error_rate_mean vs fit_time_mean' and is_png(e.plot.value)
+    assert ax.get_title() == 'sample: error_rate_best vs fit_time_mean' and is_png(e.plot.value)
     assert {t.get_text() for t in ax.texts} == {'efficientnet_lite1', 'efficientnet_lite0', 'resnet18'}
 
 
@@ -236,7 +237,7 @@ def test_explorer_updates_on_change():
     e = SweepExplorer(SWEEP)
     png = e.plot.value
     e.x.value = 'n_params_mean'  # lite0 is smaller and better than resnet18: resnet18 leaves the front
-    assert e.table.pareto.tolist() == pareto_front(e.table, 'n_params_mean', 'error_rate_mean').tolist()
+    assert e.table.pareto.tolist() == pareto_front(e.table, 'n_params_mean', 'error_rate_best').tolist()
     assert e.table.set_index('model_name').pareto.to_dict() == {'efficientnet_lite1': True, 'efficientnet_lite0': True,
                                                                 'resnet18': False, 'efficientnet_lite9': False}
     assert e.plot.value != png and e.fig.axes[0].get_xlabel() == 'n_params_mean' and 'n_params_mean' in e.html.value
@@ -244,6 +245,24 @@ def test_explorer_updates_on_change():
     assert list(e.table.model_name) == ['resnet18'] and e.table.pareto.all()
     e.hue.value = 'model_name'
     assert [t.get_text() for t in e.fig.axes[0].get_legend().get_texts()] == ['resnet18', 'Pareto front']
+
+
+def test_explorer_uses_the_sweeps_metric_and_goal(tmp_path):
+    from dataclasses import asdict
+    from finetune_kit.sweep import SweepSpec
+    d = Path(shutil.copytree(SWEEP, tmp_path/'sweep'))
+    spec = SweepSpec('grid', {'learning_rate': {'values': [3e-4, 1e-3]}}, {'data': 'sample'}, 'accuracy', 'maximize')
+    (d/'sweep.yaml').write_text(yaml.safe_dump(asdict(spec)))
+    e = SweepExplorer(d)
+    assert (e.metric, e.goal, e.y.value) == ('accuracy', 'maximize', 'accuracy_best')
+    runs = read_runs(d)
+    ok = runs[runs.ok]
+    assert e.table.model_name[0] == ok.loc[ok.accuracy.idxmax(), 'model_name']  # the best trial's model first
+    assert e.table.accuracy_best.dropna().is_monotonic_decreasing and e.table.pareto[0]
+    summ = summarise(runs, 'accuracy', goal='maximize')
+    assert e.table.set_index('model_name').pareto.to_dict() == summ.set_index('model_name').pareto.to_dict()
+    e = SweepExplorer(d, metric='error_rate')  # an explicit metric wins, with its own goal
+    assert (e.goal, e.y.value) == ('minimize', 'error_rate_best') and e.table.error_rate_best.dropna().is_monotonic_increasing
 
 
 def test_explorer_filters_with_no_points():

@@ -157,6 +157,13 @@ def adapt_nb(nb: dict, page: str, src: str, pages: dict, site_url: str) -> dict:
     return nb
 
 
+def _tracked(nbs: Path) -> set:
+    "Files under `nbs` that git tracks, relative to it: the only non-notebook files a page may use."
+    import subprocess
+    r = subprocess.run(['git', 'ls-files', '-z', '--', '.'], cwd=nbs, capture_output=True, text=True)
+    return set(r.stdout.split('\0')) - {''} if r.returncode == 0 else set()
+
+
 def stage(proc: Path, dest: Path, site_url: str) -> dict:
     "Copy _proc/ into mkdocs' docs folder, each notebook under its Quarto output name; returns source -> page."
     nbs = {p.relative_to(proc).as_posix(): json.loads(p.read_text()) for p in sorted(proc.rglob('*.ipynb'))}
@@ -164,9 +171,11 @@ def stage(proc: Path, dest: Path, site_url: str) -> dict:
     for src, nb in nbs.items():
         out = _frontmatter(nb).get('output-file') or Path(src).name
         pages[src] = posixpath.join(posixpath.dirname(src), Path(out).with_suffix('.ipynb').as_posix())
+    tracked = _tracked(NBS)
     for p in proc.rglob('*'):
         rel = p.relative_to(proc).as_posix()
         if p.is_dir() or rel in nbs or p.name in ('_quarto.yml', 'sidebar.yml', 'nbdev.yml'): continue
+        if rel not in tracked: continue  # run folders, sweeps, checkpoints and caches the notebooks wrote: not the site
         (dest/rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, dest/rel)
     for src, nb in nbs.items():

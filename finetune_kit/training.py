@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/train.html.md"""
 
 # %% ../nbs/06_train.ipynb #0003
 from __future__ import annotations
-import os, sys, json, math, time, random, shutil, functools, platform, dataclasses, difflib, types, typing
+import os, sys, json, math, time, random, shutil, itertools, functools, platform, dataclasses, types, typing
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
@@ -18,114 +18,14 @@ from fastai.interpret import ClassificationInterpretation
 from fastai.torch_core import set_seed
 from fastcore.imports import IN_NOTEBOOK
 from fastcore.basics import patch_to, noop
+from .config import TrainConfig, load_yaml
 from .data import get_dls
-from .learner import timm_learner, POOLS
+from .learner import timm_learner
 from . import plots
 
 # %% auto #0
-__all__ = ['TrainConfig', 'NanGuard', 'RunLog', 'save_weights', 'EpochLine', 'build_learner', 'fit_phases', 'bundle_info',
-           'finish_run', 'Result', 'run_dir', 'train', 'load_bundle', 'predict']
-
-# %% ../nbs/06_train.ipynb #0006
-@dataclass
-class TrainConfig:
-    "Everything `train` needs; keys match the W&B sweep YAML and the CLI flags."
-    model_name:str = 'efficientnet_lite0' # timm name (tagged ok); offline: efficientnet_lite0/1/2
-    learning_rate:float|str = 3e-3 # peak lr of the head, or 'auto' (LR finder)
-    batch_size:int = 64
-    epochs:int = 5             # epochs with the whole network trainable
-    freeze_epochs:int = 0      # warm-up epochs training the new head only
-    img_size:int = 64
-    resize_method:str = 'squish' # 'crop', 'squish' or 'pad'
-    pool:str = 'avg'           # 'avg' or 'concat' (avg+max)
-    noise_std:float = 0.0      # Gaussian noise added to normalised training batches
-    aug:str = 'flip'           # 'none', 'flip' or 'fastai'
-    valid_pct:float = 0.2      # used when the data has no train/valid split
-    seed:int = 42
-    data:str = 'sample'        # 'sample', 'fashion-mnist', an image folder or a CSV
-    out:str|None = None        # run folder; default runs/<timestamp>-<model_name>
-    tracking:str = 'none'      # 'none' or 'wandb'
-    pretrained:bool = True
-    pretrained_path:str|None = None # checkpoint file or folder to load weights from
-    task:str = 'auto'          # 'auto', 'single', 'binary' or 'multi'
-    label_delim:str|None = None # multi-label separator in CSV labels
-    label_re:str|None = None   # regex with one group taking the label from a file name
-    lr_mult:float = 3.0        # head lr / stem lr (discriminative learning rates)
-    weight_decay:float = 0.01
-    label_smoothing:float = 0.0
-    drop_rate:float = 0.0
-    early_stop_patience:int = 0 # 0 = off
-    max_items:int|None = None  # use at most this many training images (quick experiments)
-    channels_last:bool|None = None # memory format; None: on the CPU (1.9x faster steps there), not on GPUs
-    mixed_precision:bool = True
-    num_workers:int|None = None
-    wandb_project:str = 'finetune_kit'
-    wandb_group:str|None = None
-
-# %% ../nbs/06_train.ipynb #0008
-_TRUE, _FALSE = {'true','1','yes','y','on'}, {'false','0','no','n','off'}
-
-def _coerce(name:str, v, tp:str):
-    "Convert `v` to the type annotated as `tp` (a string under `from __future__ import annotations`)."
-    tp = str(tp).replace(' ', '')
-    if v is None or (isinstance(v, str) and v.lower() in ('none','null','') and 'None' in tp): return None
-    try:
-        if tp.startswith('bool'):
-            if isinstance(v, bool): return v
-            if str(v).lower() in _TRUE|_FALSE: return str(v).lower() in _TRUE
-            raise ValueError
-        if tp.startswith('int'): return int(v) if float(v) == int(float(v)) else int('x')
-        if tp.startswith('float|str'): return v if str(v) == 'auto' else float(v)
-        if tp.startswith('float'): return float(v)
-        return str(v)
-    except (TypeError, ValueError): raise ValueError(f"{name}={v!r} is not a valid {tp.split('|')[0]}") from None
-
-# %% ../nbs/06_train.ipynb #0009
-@patch_to(TrainConfig, cls_method=True)
-def from_dict(cls, d:dict)->TrainConfig:
-    "A `TrainConfig` from a dict of (possibly string) values, rejecting unknown keys."
-    known = {f.name: f for f in fields(cls)}
-    bad = [k for k in d if k not in known]
-    if bad:
-        hints = {k: difflib.get_close_matches(k, known, n=1) for k in bad}
-        raise ValueError('Unknown config key(s): ' + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '')
-                                                               for k,h in hints.items()))
-    return cls(**{k: _coerce(k, v, known[k].type) for k,v in d.items()}).validate()
-
-# %% ../nbs/06_train.ipynb #000a
-_CHOICES = dict(resize_method=('crop','squish','pad'), pool=('avg','concat'), aug=('none','flip','fastai'),
-                tracking=('none','wandb'), task=('auto','single','binary','multi'))
-
-@patch_to(TrainConfig)
-def validate(self)->TrainConfig:
-    "Check choices and ranges; raise a `ValueError` naming the key and the fix."
-    for k, ch in _CHOICES.items():
-        if getattr(self, k) not in ch: raise ValueError(f"{k}={getattr(self, k)!r}: choose one of {', '.join(ch)}")
-    for k in ('batch_size', 'img_size'):
-        if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)} must be a positive integer")
-    if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
-        raise ValueError(f"epochs={self.epochs}, freeze_epochs={self.freeze_epochs}: need at least one epoch")
-    if self.learning_rate != 'auto' and not (0 < self.learning_rate < 10):
-        raise ValueError(f"learning_rate={self.learning_rate} must be in (0, 10) or 'auto'")
-    if not 0 < self.valid_pct < 1: raise ValueError(f"valid_pct={self.valid_pct} must be between 0 and 1")
-    return self
-
-# %% ../nbs/06_train.ipynb #000b
-@patch_to(TrainConfig, cls_method=True)
-def from_yaml(cls, path, **overrides)->TrainConfig:
-    "A `TrainConfig` from a YAML file (safe-loaded), with `overrides` on top."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"Config file {str(path)!r} not found")
-    d = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(d, dict): raise ValueError(f"{path}: expected a mapping of config keys, got {type(d).__name__}")
-    return cls.from_dict({**d, **overrides})
-
-@patch_to(TrainConfig)
-def to_yaml(self, path=None)->str:
-    "The config as YAML, also written to `path` when given."
-    txt = yaml.safe_dump(asdict(self), sort_keys=False)
-    if path is not None: Path(path).write_text(txt)
-    return txt
+__all__ = ['NanGuard', 'RunLog', 'save_weights', 'EpochLine', 'build_learner', 'fit_phases', 'bundle_info', 'finish_run',
+           'Result', 'run_dir', 'train']
 
 # %% ../nbs/06_train.ipynb #0010
 class NanGuard(Callback):
@@ -165,11 +65,12 @@ def _num(v):
 
 @patch_to(RunLog)
 def _checkpoint(self, epoch:int):
-    "Save model + optimizer state and where we are, atomically."
+    "Save model + optimizer state and where we are, atomically; other keys of `state.json` (extensions) are kept."
     ck = self.out/'checkpoint'; ck.mkdir(exist_ok=True)
     torch.save({'model': self.learn.model.state_dict(), 'opt': _plain(self.learn.opt.state_dict())}, ck/'last.tmp')
     os.replace(ck/'last.tmp', ck/'last.pth')
-    (ck/'state.json').write_text(json.dumps(dict(phase=self.phase, epoch=self.epoch + 1, done=epoch, best=self.best)))
+    old = json.loads((ck/'state.json').read_text()) if (ck/'state.json').exists() else {}
+    (ck/'state.json').write_text(json.dumps({**old, **dict(phase=self.phase, epoch=self.epoch + 1, done=epoch, best=self.best)}))
 
 # %% ../nbs/06_train.ipynb #0013
 def _plain(o):
@@ -211,16 +112,19 @@ def build_learner(cfg:TrainConfig, progress:bool=True):
                         channels_last=cfg.channels_last, mixed_precision=cfg.mixed_precision)
 
 # %% ../nbs/06_train.ipynb #001a
-def _phases(cfg:TrainConfig, lr:float)->list[tuple]:
-    "(phase, epochs, lr, epochs before this phase, freeze?) for the run."
+def _phases(cfg:TrainConfig, lr:float, extensions:list=())->list[tuple]:
+    "(phase, epochs, lr, epochs before this phase, freeze?) for the run, extensions (new one-cycles) last."
+    unfrozen, lrs = cfg.epochs - sum(e['epochs'] for e in extensions), slice(lr / cfg.lr_mult, lr)
     ps = [('frozen', cfg.freeze_epochs, lr, 0, True)] if cfg.freeze_epochs else []
-    return ps + ([('unfrozen', cfg.epochs, slice(lr / cfg.lr_mult, lr), cfg.freeze_epochs, False)] if cfg.epochs else [])
+    ps += [('unfrozen', unfrozen, lrs, cfg.freeze_epochs, False)] if unfrozen else []
+    return ps + [(e['phase'], e['epochs'], lrs, e['after_epoch'], False) for e in extensions]
 
 # %% ../nbs/06_train.ipynb #001b
 def fit_phases(learn, cfg:TrainConfig, lr:float, out:Path, resume:dict|None=None, verbose:bool=True):
-    "Run the frozen and unfrozen phases, logging to `out`; `resume` = {'phase','epoch','best'} skips what's done."
-    best, names = (resume or {}).get('best', math.inf), [p[0] for p in _phases(cfg, lr)]
-    for phase, n, lrs, before, frozen in _phases(cfg, lr):
+    "Run the run's phases, logging to `out`; `resume` = {'phase','epoch','best','extensions'} skips what's done."
+    phases = _phases(cfg, lr, (resume or {}).get('extensions', []))
+    best, names = (resume or {}).get('best', math.inf), [p[0] for p in phases]
+    for phase, n, lrs, before, frozen in phases:
         start = 0
         if resume:
             if names.index(phase) < names.index(resume['phase']): continue
@@ -275,7 +179,9 @@ def _eval_outputs(learn, out:Path, task:str):
     imgs = [np.array(learn.dls.valid_ds[i][0].convert('RGB')) for i in top]
     titles = [f"{vocab[int(preds[i].argmax())]}/{vocab[int(targs[i])]}\n{float(losses[i]):.2f}/{float(preds[i].max()):.2f}"
               for i in top]
-    _save(plots.plot_top_losses(imgs, titles), out/'top_losses.png')
+    fig = plots.plot_top_losses(imgs, titles)
+    fig.suptitle('predicted / actual\nloss / probability', y=1, va='bottom')  # the key to the titles
+    _save(fig, out/'top_losses.png')
 
 def _save(fig, path):
     "Save a figure as PNG and free it."
@@ -283,13 +189,17 @@ def _save(fig, path):
     fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
 
 # %% ../nbs/06_train.ipynb #c4c7e0b2
+def _metric_names(learn)->list[str]:
+    "What `learn.validate()` returns: 'valid_loss' and the metrics' names (known before any fit, unlike the Recorder's)."
+    return ['valid_loss'] + [m.name for m in learn.metrics]
+
 def _last_if_best(out:Path, learn)->dict|None:
     "The last epoch's validation metrics when that epoch was the best one (no second validation pass needed)."
     h = out/'history.csv'
     if not h.exists(): return None
     hist = pd.read_csv(h)
     if 'valid_loss' not in hist or hist.valid_loss.isna().iloc[-1] or (hist.valid_loss.iloc[:-1] <= hist.valid_loss.iloc[-1]).any(): return None
-    names = [n for n in learn.recorder.metric_names[2:] if n != 'time']
+    names = _metric_names(learn)
     return {n: float(hist[n].iloc[-1]) for n in names} if all(n in hist for n in names) else None
 
 # %% ../nbs/06_train.ipynb #0020
@@ -303,7 +213,7 @@ def finish_run(learn, cfg:TrainConfig, out:Path, status:str, fit_time:float, n_s
     if usable and metrics is None:
         learn.model.load_state_dict(load_file(str(best)))
         vals = learn.validate()
-        metrics = dict(zip([n for n in learn.recorder.metric_names[2:] if n != 'time'], map(float, vals)))
+        metrics = dict(zip(_metric_names(learn), map(float, vals)))
     metrics = metrics or {}
     if usable:
         _eval_outputs(learn, out, learn.dls.task)
@@ -332,10 +242,13 @@ class Result:
 
 # %% ../nbs/06_train.ipynb #0023
 def run_dir(cfg:TrainConfig)->Path:
-    "The run folder: `cfg.out`, or `runs/<timestamp>-<model_name>`."
-    out = Path(cfg.out) if cfg.out else Path('runs')/f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model_name.replace('/', '_')}"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    "The run folder: `cfg.out`, or a new `runs/<timestamp>-<model_name>` (`-2`, `-3`... if that one exists)."
+    if cfg.out: out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True); return out
+    base = Path('runs')/f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model_name.replace('/', '_')}"
+    for i in itertools.count(1):
+        out = base.with_name(base.name + (f'-{i}' if i > 1 else ''))
+        try: out.mkdir(parents=True); return out  # atomic: two runs starting together get two folders
+        except FileExistsError: continue
 
 def _pick_lr(learn, cfg:TrainConfig, out:Path)->tuple[float, dict]:
     "`cfg.learning_rate`, or the LR finder's valley when it is 'auto'."
@@ -346,22 +259,100 @@ def _pick_lr(learn, cfg:TrainConfig, out:Path)->tuple[float, dict]:
     return float(sug.valley), dict(lr_found=float(sug.valley))
 
 # %% ../nbs/06_train.ipynb #0024
-def _as_config(cfg, overrides:dict)->TrainConfig:
-    if cfg is None: cfg = {}
-    if isinstance(cfg, TrainConfig): cfg = asdict(cfg)
-    elif isinstance(cfg, (str, Path)): cfg = yaml.safe_load(Path(cfg).read_text()) or {}
-    return TrainConfig.from_dict({**dict(cfg), **overrides})
+def _as_dict(cfg)->dict:
+    "The config keys given as a `TrainConfig` (all of them), a dict, a YAML path or None."
+    if cfg is None: return {}
+    if isinstance(cfg, TrainConfig): return asdict(cfg)
+    if isinstance(cfg, (str, Path)): return load_yaml(Path(cfg).read_text()) or {}
+    return dict(cfg)
 
-def _resume_state(cfg:TrainConfig)->tuple[TrainConfig, dict]:
-    "The saved config and checkpoint state of the run in `cfg.out`."
+def _as_config(cfg, overrides:dict)->TrainConfig: return TrainConfig.from_dict({**_as_dict(cfg), **overrides})
+
+# %% ../nbs/06_train.ipynb #c4c7e0d3
+_KIT_FILES = ('config.yaml', 'history.csv', 'metrics.json', 'model', 'checkpoint', 'wandb',
+              'loss.png', 'confusion_matrix.png', 'top_losses.png', 'lr_find.png')
+_SWEEP_FILES = ('trial.yaml', 'log.txt')  # a sweep writes these into a trial's folder, then trains there
+
+def _run_status(out:Path)->str|None:
+    "The status in `out/metrics.json`; None for a run that never finished."
+    m = Path(out)/'metrics.json'
+    return json.loads(m.read_text()).get('status') if m.exists() else None
+
+def _describe(out:Path)->str:
+    "A run folder in a few words: its status and the epochs it logged."
+    n = _epochs_done(out)
+    return f"{_run_status(out) or 'interrupted'}, {n} epoch{'' if n == 1 else 's'} logged"
+
+# %% ../nbs/06_train.ipynb #c4c7e0d4
+def _check_out(out, overwrite:bool=False):
+    "Refuse, in one line, an `out` that holds an earlier run or files that aren't the kit's (unless `overwrite`)."
+    out = Path(out) if out else None
+    if out is None or not out.exists(): return
+    if not out.is_dir(): raise ValueError(f"out={str(out)!r} is a file: pass a folder for the run")
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith('.') and p.name not in _SWEEP_FILES)
+    if overwrite or not names: return
+    if any(n in _KIT_FILES for n in names):
+        raise ValueError(f"{str(out)!r} already holds a run ({_describe(out)}): continue it with --resume, pick a new "
+                         f"--out, or replace it with --overwrite (resume=True / overwrite=True in Python)")
+    raise ValueError(f"{str(out)!r} holds files that are not a run's ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): "
+                     f"pick a new or empty --out, or pass --overwrite to add the run there (only the kit's own files are replaced)")
+
+# %% ../nbs/06_train.ipynb #c4c7e0d6
+def _clear(out:Path):
+    "Remove what an earlier run left in `out`: only the kit's own files and folders."
+    for name in _KIT_FILES:
+        p = Path(out)/name
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
+        else: p.unlink(missing_ok=True)
+
+# %% ../nbs/06_train.ipynb #c4c7e0d9
+def _resume_keys(saved:TrainConfig, cfg:TrainConfig, given:dict):
+    "Refuse, in one line, resume keys that differ from the saved config, and fewer epochs."
+    diff = [f"{k}={getattr(cfg, k)!r} (saved {getattr(saved, k)!r})" for k in given
+            if k not in ('out', 'epochs') and getattr(cfg, k) != getattr(saved, k)]
+    if diff: raise ValueError(f"--resume continues {saved.out!r} with its saved config.yaml, but {', '.join(diff)}: drop "
+                              f"these, or start a new run with a new --out (only a larger --epochs extends a run)")
+    if 'epochs' in given and cfg.epochs < saved.epochs:
+        raise ValueError(f"epochs={cfg.epochs}: --resume cannot shorten {saved.out!r}, planned for {saved.epochs} epochs; "
+                         f"pass more epochs to extend it, or none to finish it")
+
+# %% ../nbs/06_train.ipynb #c4c7e0da
+def _extend(out:Path, cfg:TrainConfig, state:dict, epochs:int)->tuple[TrainConfig, dict]:
+    "Plan `epochs - cfg.epochs` more epochs as a new one-cycle after the run's phases; record it in the run folder."
+    done_all = _run_status(out) == 'completed' or state['done'] >= cfg.freeze_epochs + cfg.epochs
+    ext = state.get('extensions', [])
+    e = dict(phase=f"extended-{len(ext) + 1}", epochs=epochs - cfg.epochs,
+             after_epoch=state['done'] if done_all else cfg.freeze_epochs + cfg.epochs)
+    state = {**state, 'extensions': ext + [e], **(dict(phase=e['phase'], epoch=0) if done_all else {})}
+    (out/'checkpoint'/'state.json').write_text(json.dumps(state))
+    (out/'metrics.json').unlink(missing_ok=True)  # no longer finished: a kill from here on is resumed
+    cfg = dataclasses.replace(cfg, epochs=epochs); cfg.to_yaml(out/'config.yaml')
+    return cfg, state
+
+# %% ../nbs/06_train.ipynb #c4c7e0db
+def _resume_state(cfg:TrainConfig, given:dict)->tuple[TrainConfig, dict]:
+    "The saved config and checkpoint state of the run in `cfg.out`; a larger `epochs` extends it."
     out = Path(cfg.out or '')
     if not cfg.out or not (out/'checkpoint'/'state.json').exists():
         raise FileNotFoundError(f"--resume needs --out pointing at an interrupted run folder with a checkpoint; "
                                 f"{str(out)!r} has no checkpoint/state.json")
-    state = json.loads((out/'checkpoint'/'state.json').read_text())
+    saved, state = TrainConfig.from_yaml(out/'config.yaml', out=str(out)), json.loads((out/'checkpoint'/'state.json').read_text())
+    _resume_keys(saved, cfg, given)
+    if 'epochs' in given and cfg.epochs > saved.epochs: saved, state = _extend(out, saved, state, cfg.epochs)
+    elif _run_status(out) == 'completed':
+        raise ValueError(f"{str(out)!r} is a finished run ({_describe(out)}): nothing to resume; to train it longer pass "
+                         f"--resume with more --epochs than its {saved.epochs}, or start a new run with a new --out")
     h = out/'history.csv'  # a kill between the history row and the checkpoint: that epoch is redone
     if h.exists(): pd.read_csv(h).query(f"epoch <= {state['done']}").to_csv(h, index=False)
-    return TrainConfig.from_yaml(out/'config.yaml', out=str(out)), state
+    return saved, state
+
+# %% ../nbs/06_train.ipynb #c4c7e0dc
+def _start(cfg:TrainConfig, given:dict, resume:bool, overwrite:bool)->tuple[TrainConfig, dict|None]:
+    "Check `out` before any work: the saved config and state of the run to resume, or an `out` a new run may use."
+    if resume and overwrite: raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if resume: return _resume_state(cfg, given)
+    _check_out(cfg.out, overwrite)
+    return cfg, None
 
 # %% ../nbs/06_train.ipynb #0025
 def _setup(learn, cfg:TrainConfig, out:Path, verbose:bool):
@@ -382,11 +373,6 @@ def _epochs_done(out:Path)->int:
     h = out/'history.csv'
     return len(pd.read_csv(h)) if h.exists() else 0
 
-def _fresh(out:Path):
-    "Clear what an earlier run left in `out` (history, weights, checkpoint) before a new one starts."
-    (out/'history.csv').unlink(missing_ok=True)
-    for d in ('model', 'checkpoint'): shutil.rmtree(out/d, ignore_errors=True)
-
 def _final_status(learn, cfg:TrainConfig, done:int)->str:
     "'failed: nan loss', 'stopped: N/M epochs' when a callback cancelled the fit early, else 'completed'."
     if learn.nan_guard.failed: return 'failed: nan loss'
@@ -395,19 +381,20 @@ def _final_status(learn, cfg:TrainConfig, done:int)->str:
 
 # %% ../nbs/06_train.ipynb #0026
 def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a YAML path
-          resume:bool=False, # continue the interrupted run in `cfg.out` from its last checkpoint
+          resume:bool=False, # continue the run in `cfg.out` from its last checkpoint (a larger `epochs` extends it)
+          overwrite:bool=False, # replace the run already in `cfg.out` (only the kit's own files)
           verbose:bool=True, # progress bar (terminal/notebook) or one line per epoch (logs)
           cbs:list|None=None, # extra fastai callbacks for the whole run
           **overrides)->Result: # config keys overriding `cfg`
     "Fine-tune `cfg.model_name` on `cfg.data`, writing everything to the run folder."
-    cfg = _as_config(cfg, overrides)
-    cfg, state = _resume_state(cfg) if resume else (cfg, None)
+    given = {**_as_dict(cfg), **overrides}
+    cfg, state = _start(TrainConfig.from_dict(given), given, resume, overwrite)
     set_seed(cfg.seed)
     t_setup = time.time()
     learn = build_learner(cfg, progress=verbose)  # bad data or model names fail here, before a run folder exists
     t_setup = time.time() - t_setup  # data check, loading and the model
     out = run_dir(cfg)
-    if not resume: _fresh(out); cfg.to_yaml(out/'config.yaml')
+    if not resume: _clear(out); cfg.to_yaml(out/'config.yaml')
     session, lines = _setup(learn, cfg, out, verbose)
     if cbs: learn.add_cbs(cbs)
     lr, extra = _pick_lr(learn, cfg, out)
@@ -416,7 +403,8 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     fit_phases(learn, cfg, lr, out, resume=state, verbose=lines)
     fit_time, status = time.time() - t0, _final_status(learn, cfg, _epochs_done(out))
     n_seen = (_epochs_done(out) - done0) * len(learn.dls.train) * learn.dls.bs
-    metrics = finish_run(learn, cfg, out, status, fit_time, n_seen, dict(learning_rate_used=lr, setup_time_s=t_setup, **extra))
+    extra.update(learning_rate_used=lr, setup_time_s=t_setup, **{k: v for k, v in (state or {}).items() if k == 'extensions'})
+    metrics = finish_run(learn, cfg, out, status, fit_time, n_seen, extra)
     sync = None
     if session is not None:
         from finetune_kit.tracking import finish_tracking
@@ -424,65 +412,3 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     if verbose: print(f"{status}: {out}" + (f"\nupload this run with: {sync}" if sync else ''))
     hist = pd.read_csv(out/'history.csv') if (out/'history.csv').exists() else pd.DataFrame()
     return Result(out, status, metrics, hist, learn)
-
-# %% ../nbs/06_train.ipynb #0033
-def load_bundle(model_dir)->tuple[torch.nn.Module, dict]:
-    "The model and its info (vocab, preprocessing) from a run's `model/` folder."
-    import timm
-    from safetensors.torch import load_file
-    model_dir = Path(model_dir)
-    if not (model_dir/'model.json').is_file():
-        raise FileNotFoundError(f"{str(model_dir)!r} is not a model bundle (no model.json): pass a run's OUT/model folder")
-    info = json.loads((model_dir/'model.json').read_text())
-    model = timm.create_model(info['arch'], pretrained=False, num_classes=info['num_classes'], global_pool=POOLS[info['pool']])
-    model.load_state_dict(load_file(str(model_dir/'model.safetensors')))
-    return model.eval(), info
-
-# %% ../nbs/06_train.ipynb #0034
-_IMG_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp'}
-
-def _expand(items)->list[Path]:
-    "Image files from paths and folders (folders searched recursively)."
-    res = []
-    for it in ([items] if isinstance(items, (str, Path)) else items):
-        p = Path(it)
-        if p.is_dir(): res += sorted(f for f in p.rglob('*') if f.suffix.lower() in _IMG_EXTS)
-        elif p.is_file(): res.append(p)
-        else: raise FileNotFoundError(f"No such image or folder: {str(p)!r}")
-    return res
-
-def _prep(path, info:dict)->torch.Tensor:
-    "One image as the model saw validation images: resize, scale to [0,1], normalise."
-    from fastai.vision.core import PILImage, image2tensor
-    from finetune_kit.transforms import resize_tfm
-    img = resize_tfm(info['img_size'], info['resize_method'])(PILImage.create(path).convert('RGB'), split_idx=1)
-    x = image2tensor(img).float() / 255
-    return (x - torch.tensor(info['mean'])[:, None, None]) / torch.tensor(info['std'])[:, None, None]
-
-# %% ../nbs/06_train.ipynb #c4c7e0a1
-def _stamp(model_dir)->tuple:
-    "When the bundle's files last changed: a new bundle in the same folder is loaded afresh."
-    return tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in (Path(model_dir)/'model.json', Path(model_dir)/'model.safetensors'))
-
-@functools.lru_cache(maxsize=4)
-def _cached_bundle(path:str, stamp:tuple): return load_bundle(path)
-
-# %% ../nbs/06_train.ipynb #0035
-def predict(model_dir, # a run's `model/` folder
-            items, # image paths and/or folders
-            k:int=3, # how many top classes to report
-            batch_size:int=64)->list[dict]:
-    "One dict per image: `path`, `label`, `probability` and the `top_k` classes."
-    model, info = _cached_bundle(str(Path(model_dir).resolve()), _stamp(model_dir))
-    files, vocab, res = _expand(items), info['vocab'], []
-    for i in range(0, len(files), batch_size):
-        fs = files[i:i+batch_size]
-        with torch.no_grad(): logits = model(torch.stack([_prep(f, info) for f in fs]))
-        multi = info['task'] == 'multi'
-        probs = logits.sigmoid() if multi else logits.softmax(-1)
-        for f, p in zip(fs, probs):
-            top = p.topk(min(k, len(vocab)))
-            d = dict(path=str(f), top_k=[dict(label=vocab[j], probability=round(float(v), 6)) for v,j in zip(*top)])
-            if multi: d.update(labels=[vocab[j] for j in range(len(vocab)) if p[j] > info['threshold']])
-            res.append(dict(d, label=d['top_k'][0]['label'], probability=d['top_k'][0]['probability']))
-    return res
