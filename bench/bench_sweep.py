@@ -16,7 +16,8 @@ import argparse, json, random, shutil, time
 from pathlib import Path
 import pandas as pd
 from finetune_kit.datasets import sample_path
-from finetune_kit.sweep import sweep, replay_pruner, WandbHyperband, hyperband_bands
+from finetune_kit.sweep_pruner import replay_pruner, WandbHyperband, hyperband_bands
+from finetune_kit.sweep import sweep
 
 VARIANTS = {'full': None, 'strict': True, 'lenient': False}   # arm -> hyperband's `strict` (None: no pruning)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, yaml
 import matplotlib.pyplot as plt
 from .datasets import cache_dir
+from dataclasses import fields
+from .config import TrainConfig, recipe_keys
 from .models import model_family
 from . import plots
 
@@ -41,10 +43,7 @@ def fastai_timm_results(force:bool=False, # download again even if cached
     return tmp.replace(dest)
 
 # %% ../nbs/08_analysis.ipynb #0016
-TRAIN_KEYS = ('model_name', 'learning_rate', 'batch_size', 'epochs', 'freeze_epochs', 'img_size', 'resize_method',
-              'pool', 'noise_std', 'aug', 'valid_pct', 'seed', 'data', 'pretrained', 'pretrained_path', 'task',
-              'label_delim', 'label_re', 'lr_mult', 'weight_decay', 'label_smoothing', 'drop_rate',
-              'early_stop_patience', 'max_items', 'channels_last', 'mixed_precision')  # `TrainConfig` keys that shape a run
+TRAIN_KEYS = recipe_keys()  # `TrainConfig` keys that shape a run: what `best_config` writes
 RUN_COLS = ('run', 'dataset', 'model_name', 'model_family', 'status', 'ok', 'error_rate', 'valid_loss', 'fit_time',
             'peak_mem')  # peak_mem: GiB, of the GPU, or of the process on a CPU
 
@@ -407,9 +406,9 @@ def lr_effect(runs:pd.DataFrame, metric:str='error_rate', lr:str='learning_rate'
     return ok.groupby(['dataset', 'model_name']).apply(one, include_groups=False).reset_index()
 
 # %% ../nbs/08_analysis.ipynb #0061
-_INT_KEYS = {'batch_size', 'epochs', 'freeze_epochs', 'img_size', 'seed', 'early_stop_patience', 'max_items'}
+_INT_KEYS = {f.name for f in fields(TrainConfig) if str(f.type).startswith('int')}
 
-def _plain(k:str, v):
+def _config_value(k:str, v):
     "Config value `v` of key `k` as a plain Python scalar (ints stay ints after a column of them met a NaN)."
     v = v.item() if hasattr(v, 'item') else v
     return int(v) if k in _INT_KEYS and isinstance(v, float) and v.is_integer() else v
@@ -424,7 +423,7 @@ def best_config(runs:pd.DataFrame, # the runs table
     if summary is not None: c = c[c['model_name'].isin(summary.loc[summary['dataset'] == dataset, 'model_name'])]
     if c.empty: raise ValueError(f"no completed runs with {metric} for dataset {dataset!r}")
     run = c.loc[_best_idx(c[metric], goal)]
-    return {k: _plain(k, run[k]) for k in TRAIN_KEYS if k in run and pd.notna(run[k])}
+    return {k: _config_value(k, run[k]) for k in TRAIN_KEYS if k in run and pd.notna(run[k])}
 
 # %% ../nbs/08_analysis.ipynb #0063
 def save_best_config(cfg:dict, path, comment:str|None=None) -> Path:

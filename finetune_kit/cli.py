@@ -120,9 +120,20 @@ def cmd_weights(argv:list[str]):
 
 # %% ../nbs/11_cli.ipynb #0011
 def cmd_sweep(argv:list[str]):
-    "finetune-kit sweep SWEEP.yaml [--count N] [--workers K] [--storage URL] [--backend local|wandb] [--out DIR] [--set k=v]"
-    from finetune_kit.sweep import sweep_cli
-    sweep_cli(argv)
+    "finetune-kit sweep SWEEP.yaml [--count N] [--workers K] [--backend local|wandb] [--out DIR] [--set k=v]... [--no_preflight]"
+    from finetune_kit.sweep import sweep
+    doc = docments(sweep)
+    p = Parser(prog='finetune-kit sweep', description=sweep.__doc__)
+    p.add_argument('yaml_path', help=doc['yaml_path'])
+    p.add_argument('--count', type=int, help=doc['count'])  # `int|None=None`: no default to take the type from
+    _signature_flags(p, sweep, skip=('count', 'overrides', 'preflight_check', 'trainer_cmd', 'verbose'))
+    p.add_argument('--max-failures', dest='max_failures', type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides', help="fix a config key, e.g. --set epochs=1 (repeat it for more keys)")
+    p.add_argument('--no_preflight', '--no-preflight', action='store_false', dest='preflight_check', help=f"skip: {doc['preflight_check']}")
+    kw = vars(p.parse_args(argv))
+    if bad := [s for s in kw['overrides'] if '=' not in s]: raise ValueError(f"--set takes key=value, got {bad[0]!r}")
+    out = sweep(**{**kw, 'overrides': dict(s.split('=', 1) for s in kw['overrides'])})
+    print(f"sweep done: {out/'results.csv'}")
 
 # %% ../nbs/11_cli.ipynb #0011b
 def cmd_analyze(argv:list[str]):

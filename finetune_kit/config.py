@@ -13,7 +13,7 @@ import yaml
 from fastcore.basics import patch_to
 
 # %% auto #0
-__all__ = ['CHOICES', 'ALIASES', 'load_yaml', 'TrainConfig']
+__all__ = ['CHOICES', 'RUN_ONLY', 'ALIASES', 'load_yaml', 'TrainConfig', 'recipe_keys']
 
 # %% ../nbs/00_config.ipynb #0006
 class _Loader(yaml.SafeLoader): "`yaml.SafeLoader` with YAML 1.2 floats (`1e-5`, `3E4`)"
@@ -66,6 +66,13 @@ class TrainConfig:
 # %% ../nbs/00_config.ipynb #000c
 CHOICES = dict(resize_method=('squish', 'crop', 'pad'), pool=('avg', 'concat', 'max'), aug=('flip', 'none', 'fastai'),
                tracking=('none', 'wandb'), task=('auto', 'single', 'binary', 'multi'))
+
+# %% ../nbs/00_config.ipynb #000c2
+RUN_ONLY = ('out', 'tracking', 'wandb_project', 'wandb_group', 'num_workers')  # where a run writes and logs, not what it learns
+
+def recipe_keys()->tuple:
+    "The `TrainConfig` keys that shape what a run learns: everything but `RUN_ONLY`."
+    return tuple(f.name for f in fields(TrainConfig) if f.name not in RUN_ONLY)
 
 # %% ../nbs/00_config.ipynb #000e
 _TRUE, _FALSE = {'true','1','yes','y','on'}, {'false','0','no','n','off'}

@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #0002
 from __future__ import annotations
-import hashlib, io, json, math, os, re, sys, time, uuid, warnings
+import hashlib, io, json, math, os, re, sys, threading, time, uuid, warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,9 +20,10 @@ from fastai.data.core import TfmdDL
 from fastai.data.transforms import ColReader, ColSplitter, IntToFloatTensor, ToTensor
 from fastai.torch_core import TensorImage
 from fastai.vision.augment import Resize, ResizeMethod
+from fastai.vision.core import PILImage
 from fasttransform.transform import compose_tfms
 from .datasets import resolve_data, cache_dir
-from .transforms import get_tfms, OpenImage
+from .transforms import get_tfms, OpenImage, draft_rgb, RandomFlip, Normalize, AddGaussianNoise
 
 # %% auto #0
 __all__ = ['PATH_COLS', 'LABEL_COLS', 'TASKS', 'CHECK_VERSION', 'MAX_BAD_PCT', 'MEM_CACHE_MB', 'KEEP_PRELOADED', 'DISK_CACHE_GB',
@@ -199,8 +200,8 @@ def resolve_task(task:str, labels:list) -> str:
     return task
 
 # %% ../nbs/01_data.ipynb #0021
-def check_file(fn) -> tuple:
-    "Read and decode image `fn` (a JPEG at 1/8 scale): `(ok, reason, mode, width, height, md5)`."
+def check_file(fn, keep=None) -> tuple: # keep: a `_Decoded` to add the decoded, resized image to
+    "Read and decode image `fn` (a JPEG at 1/8 scale, or as `keep` asks): `(ok, reason, mode, width, height, md5)`."
     try: data = Path(fn).read_bytes()
     except FileNotFoundError: return False, 'missing', '', 0, 0, ''
     except OSError as e: return False, f'unreadable: {e.strerror or e}', '', 0, 0, ''
@@ -208,6 +209,7 @@ def check_file(fn) -> tuple:
     try:
         with Image.open(io.BytesIO(data)) as im:
             mode, (w, h) = im.mode, im.size
+            if keep is not None and keep.add(str(fn), im): return True, '', mode, w, h, md5
             if im.format == 'JPEG': im.draft(None, (1, 1))
             im.load()
             return True, '', mode, w, h, md5
@@ -246,7 +248,8 @@ def _save_json(fn:Path, obj):
 def check_files(paths:list,          # files to check
                 root:Path,           # data root (the results are cached in it; None: in the kit's cache)
                 progress:bool=True,  # show a progress bar
-                n_threads:int=None): # decoding threads (default: 4 per core)
+                n_threads:int=None,  # decoding threads (default: 4 per core)
+                keep=None):          # a `_Decoded` collecting the resized images (only when not cached)
     "`check_file` on every path in a thread pool, with cached results: `(results, cached)`."
     paths = [str(p) for p in paths]
     cache = _check_cache_file(root and Path(root), paths)
@@ -254,7 +257,7 @@ def check_files(paths:list,          # files to check
         try: return [tuple(r) for r in json.loads(cache.read_text())], True
         except (OSError, ValueError): pass
     with ThreadPoolExecutor(n_threads or 4*(os.cpu_count() or 1)) as ex:
-        it = ex.map(check_file, paths, chunksize=64)
+        it = ex.map(lambda p: check_file(p, keep), paths)
         res = list(progress_bar(it, total=len(paths)) if progress and paths else it)
     _save_json(cache, res)
     return res, False
@@ -382,13 +385,14 @@ def check_data(spec,                   # dataset name, folder, CSV file or DataF
                task:str='auto',        # 'auto', 'single', 'binary' or 'multi'
                max_bad_pct:float|None=MAX_BAD_PCT, # refuse (ValueError) above this share of unusable files; None: never
                decode:bool=True,       # fully decode every file (False: trust the files, no duplicates check)
-               progress:bool=True) -> DataReport: # show a progress bar while decoding
+               progress:bool=True,     # show a progress bar while decoding
+               keep=None) -> DataReport: # a `_Decoded` to fill with the resized images while decoding
     "Check a dataset before training: decode every file, find problems, count images per class and split."
     t0 = time.perf_counter()
     src = load_source(spec, valid_pct, seed, label_delim, label_re, path_col, label_col)
     cache_root = None if src.kind == 'dataframe' else src.root   # a DataFrame's files may live anywhere
     unchecked = [(True, '', '', 0, 0, '')] * len(src.items)
-    res, cached = check_files(src.items.path, cache_root, progress) if decode else (unchecked, False)
+    res, cached = check_files(src.items.path, cache_root, progress, keep=keep) if decode else (unchecked, False)
     report = _report(src, res, task, decode)
     report.time_s, report.cached = time.perf_counter() - t0, cached
     return report.validate(max_bad_pct) if max_bad_pct is not None else report
@@ -456,17 +460,25 @@ def _n_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 # %% ../nbs/01_data.ipynb #squish-size
-def _squish_size(dl:TfmdDL) -> int|None:
-    "The side of the square that `dl`'s item transforms squish file images to, if that is all they do; else None."
-    fs, items = list(dl.after_item.fs), dl.dataset.items
+def _squish_side(fs:list) -> int|None:
+    "The side of the square that item transforms `fs` squish images to, if that is all they do; else None."
     ok = len(fs) == 2 and isinstance(fs[0], Resize) and fs[0].method == ResizeMethod.Squish and fs[0].mode == Image.BILINEAR and type(fs[1]) is ToTensor
-    return fs[0].size[0] if ok and fs[0].size[0] == fs[0].size[1] and hasattr(items, 'path') else None
+    return fs[0].size[0] if ok and fs[0].size[0] == fs[0].size[1] else None
+
+# %% ../nbs/01_data.ipynb #squish-size-dl
+def _squish_size(dl:TfmdDL) -> int|None:
+    "The side of the square that `dl`'s item transforms squish its image files to, if that is all they do; else None."
+    return _squish_side(list(dl.after_item.fs)) if hasattr(dl.dataset.items, 'path') else None
+
+# %% ../nbs/01_data.ipynb #squished
+def _squished(im:Image.Image, size:int) -> np.ndarray:
+    "RGB image `im` squished to a `size` square (bilinear), as a `uint8` CHW array: fastai's `Resize` and `ToTensor`."
+    return np.array(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
 
 # %% ../nbs/01_data.ipynb #open-squished
 def _open_squished(fn, size:int) -> torch.Tensor:
     "Image file `fn` squished to a `size` square, as a `uint8` CHW tensor: `OpenImage`, `Resize`, `ToTensor` without fastai's overhead."
-    im = OpenImage(size)(fn)
-    return torch.from_numpy(np.array(im.resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
+    return torch.from_numpy(_squished(OpenImage(size)(fn), size))
 
 # %% ../nbs/01_data.ipynb #item-images
 class _ItemImages(torch.utils.data.Dataset):
@@ -497,12 +509,13 @@ def _new_array(fn:Path, shape:tuple, cache:bool):
     return np.empty(shape, np.uint8), None
 
 # %% ../nbs/01_data.ipynb #load-images
-def _load_images(dl:TfmdDL, key:str, cache:bool, n_workers:int) -> np.ndarray:
-    "`dl`'s item-transformed images: from the disk cache, else decoded (and, with `cache`, saved there)."
+def _load_images(dl:TfmdDL, key:str, cache:bool, n_workers:int, decoded=None) -> np.ndarray:
+    "`dl`'s item-transformed images: from the disk cache, else from the check's `decoded` images, else decoded (and, with `cache`, saved)."
     fn = _cache_file(key)
     if cache and fn.exists():
         try: x = np.load(fn, mmap_mode='c'); os.utime(fn); return x
         except (OSError, ValueError): pass
+    if (x := _from_decoded(dl, decoded)) is not None: return _save_later(fn, x) if cache else x
     out, tmp = _new_array(fn, (len(dl.dataset), *_ItemImages(dl)[0].shape), cache)
     if tmp is None: return _decode_all(dl, out, n_workers)
     try: _decode_all(dl, out, n_workers); out.flush(); del out; os.replace(tmp, fn)
@@ -510,15 +523,77 @@ def _load_images(dl:TfmdDL, key:str, cache:bool, n_workers:int) -> np.ndarray:
     _evict(fn.parent, cache_cap(), keep=fn)
     return np.load(fn, mmap_mode='c')
 
+# %% ../nbs/01_data.ipynb #decoded-cls
+class _Decoded(dict):
+    "Images the data check decoded for the preload: path -> `uint8` CHW array after item transforms `fs` (validation mode)."
+    def __init__(self, fs:list, draft:int, max_bytes:int):
+        super().__init__(); self.fs, self.draft, self.side = fs, draft, _squish_side(fs)
+        self.max_bytes, self.nbytes, self.full, self.lock = max_bytes, 0, False, threading.Lock()
+
+# %% ../nbs/01_data.ipynb #decoded-load
+@patch
+def load(self:_Decoded, im:Image.Image) -> np.ndarray:
+    "Opened image `im` decoded at reduced scale and through the item transforms, as `_ItemImages` would make it."
+    im = draft_rgb(im, self.draft)
+    if self.side: return _squished(im, self.side)
+    return compose_tfms(PILImage.create(im), tfms=self.fs, split_idx=1).numpy()
+
+# %% ../nbs/01_data.ipynb #decoded-add
+@patch
+def add(self:_Decoded, path:str, im:Image.Image) -> bool:
+    "Decode `im` (the file `path`) and keep it, unless that would pass `max_bytes`: whether it was decoded."
+    if self.full: return False
+    x = self.load(im)
+    with self.lock:
+        self.full = self.full or self.nbytes + x.nbytes > self.max_bytes
+        if self.full: self.clear()
+        else: self[path], self.nbytes = x, self.nbytes + x.nbytes
+    return True
+
+# %% ../nbs/01_data.ipynb #from-decoded
+def _from_decoded(dl:TfmdDL, decoded) -> np.ndarray|None:
+    "`dl`'s images as the data check decoded them (a `_Decoded`), stacked; None if some are missing."
+    paths = getattr(dl.dataset.items, 'path', None)
+    if not decoded or paths is None or not all(p in decoded for p in paths): return None
+    return np.stack([decoded[p] for p in paths])
+
+# %% ../nbs/01_data.ipynb #save-array
+def _save_array(fn:Path, x:np.ndarray) -> np.ndarray:
+    "Save `x` as `fn` in the disk cache (atomically, if it fits, evicting old sets); quietly give up if it can't. Returns `x`."
+    if x.nbytes > cache_cap(): return x
+    tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}')
+    try:
+        fn.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, 'wb') as f: np.save(f, x)
+        os.replace(tmp, fn); _evict(fn.parent, cache_cap(), keep=fn)
+    except OSError: tmp.unlink(missing_ok=True)
+    return x
+
+# %% ../nbs/01_data.ipynb #save-later
+_writers = []
+
+def _save_later(fn:Path, x:np.ndarray) -> np.ndarray:
+    "`_save_array` in a background thread (`_wait_writes` waits for it); returns `x`."
+    t = threading.Thread(target=_save_array, args=(fn, x), name='finetune_kit-cache-write')
+    t.start(); _writers.append(t)
+    return x
+
+# %% ../nbs/01_data.ipynb #wait-writes
+def _wait_writes():
+    "Wait until the disk cache's background writes are done."
+    while _writers: _writers.pop().join()
+
 # %% ../nbs/01_data.ipynb #0042
 @patch
 def preload(self:MemoryDL,
             cache:bool=False,     # read and write the images in the disk cache
-            n_workers:int=None):  # decoding processes (None: one per core; 0: in this process)
+            n_workers:int=None,   # decoding processes (None: one per core; 0: in this process)
+            decoded=None):        # a `_Decoded` holding images the data check already decoded
     "Run every image through the item transforms once (validation mode), keeping the results in memory."
     key, n = _preload_key(self), len(self.dataset)
     if key not in _preloaded:
-        _preloaded[key] = torch.from_numpy(_load_images(self, key, cache, _n_cores() if n_workers is None else n_workers))
+        x = _load_images(self, key, cache, _n_cores() if n_workers is None else n_workers, decoded)
+        _preloaded[key] = torch.from_numpy(x)
         while len(_preloaded) > KEEP_PRELOADED: _preloaded.pop(next(iter(_preloaded)))
     ys = [self.dataset.tls[1][i] for i in range(n)]
     self.xs, self.ys, self.y_type = _preloaded[key], torch.stack([y.as_subclass(torch.Tensor) for y in ys]), type(ys[0])
@@ -546,7 +621,8 @@ def _datablock(report:DataReport, item_tfms, batch_tfms, img_size:int=None) -> D
     "A fastai `DataBlock` over the report's usable items; JPEGs decode at reduced scale (>= `img_size`)."
     multi = report.task == 'multi'
     yblock = (MultiCategoryBlock if multi else CategoryBlock)(vocab=report.classes)
-    xblock = TransformBlock(type_tfms=OpenImage(img_size), batch_tfms=IntToFloatTensor)
+    ints = all(isinstance(t, (RandomFlip, Normalize, AddGaussianNoise)) for t in batch_tfms)  # `Normalize` takes uint8
+    xblock = TransformBlock(type_tfms=OpenImage(img_size), batch_tfms=None if ints else IntToFloatTensor)
     return DataBlock((xblock, yblock), get_x=ColReader('path'), get_y=ColReader('labels' if multi else 'label'),
                      splitter=ColSplitter('is_valid'), item_tfms=item_tfms, batch_tfms=batch_tfms)
 
@@ -573,14 +649,16 @@ def get_dls(spec='sample',             # dataset name, folder, CSV file or DataF
             max_items:int=None,        # use a seeded random subset of at most this many training images
             progress:bool=True):       # a progress bar while the files are checked
     "Checked fastai `DataLoaders` for `spec`, with `dls.task` and `dls.data_report`."
-    report = check_data(spec, valid_pct, seed, label_delim, label_re, path_col=path_col, label_col=label_col, task=task,
-                        max_bad_pct=max_bad_pct, decode=check, progress=progress)
     item_tfms, batch_tfms = get_tfms(img_size, resize_method, aug, noise_std, mean, std)
+    fs = sorted([*item_tfms, ToTensor()], key=lambda t: t.order)   # the DataBlock's item transforms
+    keep = _Decoded(fs, img_size, MEM_CACHE_MB * 2**20) if check and in_memory is not False else None
+    report = check_data(spec, valid_pct, seed, label_delim, label_re, path_col=path_col, label_col=label_col, task=task,
+                        max_bad_pct=max_bad_pct, decode=check, progress=progress, keep=keep)
     items, cache = _cap_train(report.items, max_items, seed), cache_enabled(cache)
     mem, workers = _in_memory(in_memory, len(items), img_size, cache), _n_cores() if num_workers is None else num_workers
     dls = _datablock(report, item_tfms, batch_tfms, img_size).dataloaders(
         items, bs=batch_size, num_workers=0 if mem else workers, dl_type=MemoryDL, device=device)
     if mem:
-        for dl in dls.loaders: dl.preload(cache, workers)
+        for dl in dls.loaders: dl.preload(cache, workers, keep)
     dls.task, dls.data_report = report.task, report
     return dls

@@ -268,6 +268,17 @@ def _as_dict(cfg)->dict:
 
 def _as_config(cfg, overrides:dict)->TrainConfig: return TrainConfig.from_dict({**_as_dict(cfg), **overrides})
 
+# %% ../nbs/06_train.ipynb #c4c7e0c1
+def _epochs_done(out:Path)->int:
+    h = out/'history.csv'
+    return len(pd.read_csv(h)) if h.exists() else 0
+
+def _final_status(learn, cfg:TrainConfig, done:int)->str:
+    "'failed: nan loss', 'stopped: N/M epochs' when a callback cancelled the fit early, else 'completed'."
+    if learn.nan_guard.failed: return 'failed: nan loss'
+    planned = cfg.freeze_epochs + cfg.epochs
+    return f'stopped: {done}/{planned} epochs' if done < planned and not cfg.early_stop_patience else 'completed'
+
 # %% ../nbs/06_train.ipynb #c4c7e0d3
 _KIT_FILES = ('config.yaml', 'history.csv', 'metrics.json', 'model', 'checkpoint', 'wandb',
               'loss.png', 'confusion_matrix.png', 'top_losses.png', 'lr_find.png')
@@ -367,17 +378,6 @@ def _setup(learn, cfg:TrainConfig, out:Path, verbose:bool):
     session = start_tracking(asdict(cfg), out, project=cfg.wandb_project, group=cfg.wandb_group, name=out.name)
     if session: learn.add_cb(WandbTracker())
     return session, lines
-
-# %% ../nbs/06_train.ipynb #c4c7e0c1
-def _epochs_done(out:Path)->int:
-    h = out/'history.csv'
-    return len(pd.read_csv(h)) if h.exists() else 0
-
-def _final_status(learn, cfg:TrainConfig, done:int)->str:
-    "'failed: nan loss', 'stopped: N/M epochs' when a callback cancelled the fit early, else 'completed'."
-    if learn.nan_guard.failed: return 'failed: nan loss'
-    planned = cfg.freeze_epochs + cfg.epochs
-    return f'stopped: {done}/{planned} epochs' if done < planned and not cfg.early_stop_patience else 'completed'
 
 # %% ../nbs/06_train.ipynb #0026
 def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a YAML path

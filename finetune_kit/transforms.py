@@ -11,25 +11,29 @@ import torch
 from PIL import Image
 from fastai.vision.augment import Resize, ResizeMethod, PadMode, aug_transforms
 from fastai.vision.core import PILImage
-from fastai.data.transforms import Normalize
+from fastai.data.transforms import Normalize as _FastaiNormalize
 from fastai.torch_core import TensorImage
 from fasttransform import Transform
 
 # %% auto #0
-__all__ = ['RESIZE_METHODS', 'AUG_PRESETS', 'OpenImage', 'resize_tfm', 'RandomFlip', 'AddGaussianNoise', 'normalize_tfm',
-           'get_tfms']
+__all__ = ['RESIZE_METHODS', 'AUG_PRESETS', 'draft_rgb', 'OpenImage', 'resize_tfm', 'RandomFlip', 'AddGaussianNoise', 'Normalize',
+           'normalize_tfm', 'get_tfms']
+
+# %% ../nbs/02_transforms.ipynb #draft-rgb
+def draft_rgb(im:Image.Image, draft:int|None=None) -> Image.Image:
+    "Opened image `im` decoded in RGB; a JPEG at the smallest scale keeping both sides >= `draft` pixels."
+    if draft and im.format == 'JPEG': im.draft('RGB', (draft, draft))
+    return im.convert('RGB')
 
 # %% ../nbs/02_transforms.ipynb #open-tfm
 class OpenImage(Transform):
-    "Open an image file as an RGB `PILImage`; a JPEG decodes at the smallest scale keeping both sides >= `draft` pixels."
+    "Open an image file as an RGB `PILImage` with `draft_rgb`: a JPEG decodes at reduced scale."
     input_types = (str, Path, Image.Image, bytes) # what fastai's `test_dl` may hand it
     def __init__(self, draft:int|None=None): self.draft = draft # the side the images are resized to (None: full size)
     def __repr__(self): return f'OpenImage(draft={self.draft})'
     def encodes(self, fn):
         if not isinstance(fn, (str, Path)): return PILImage.create(fn)
-        with Image.open(fn) as im:
-            if self.draft and im.format == 'JPEG': im.draft('RGB', (self.draft, self.draft))
-            return PILImage.create(im.convert('RGB'))
+        with Image.open(fn) as im: return PILImage.create(draft_rgb(im, self.draft))
 
 # %% ../nbs/02_transforms.ipynb #0006
 RESIZE_METHODS = {'crop': ResizeMethod.Crop, 'squish': ResizeMethod.Squish, 'pad': ResizeMethod.Pad}
@@ -53,8 +57,9 @@ class RandomFlip(Transform):
     split_idx, order = 0, 5
     def __init__(self, p:float=0.5): self.p = p
     def encodes(self, x:TensorImage):
-        flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
-        return torch.where(flip, x.flip(-1), x)
+        flip = torch.rand(x.shape[0], device=x.device) < self.p
+        x = x.clone(); x[flip] = x[flip].flip(-1)
+        return x
 
 # %% ../nbs/02_transforms.ipynb #000e
 AUG_PRESETS = {'none':   lambda: [],
@@ -72,10 +77,17 @@ class AddGaussianNoise(Transform):
         keep = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p).to(x.dtype)
         return x + torch.randn_like(x) * self.std * keep
 
+# %% ../nbs/02_transforms.ipynb #norm-cls
+class Normalize(_FastaiNormalize):
+    "fastai's `Normalize`, making one new tensor per batch; a `uint8` batch (0-255) is converted to float on the way."
+    def encodes(self, x:TensorImage):
+        if x.dtype == torch.uint8: return x.float().sub_(self.mean * 255).div_(self.std * 255)
+        return x.sub(self.mean).div_(self.std)
+
 # %% ../nbs/02_transforms.ipynb #0013
 def normalize_tfm(mean=None, # per-channel means of the backbone's pretrained config (ImageNet's if None)
                   std=None): # per-channel standard deviations (ImageNet's if None)
-    "A fastai `Normalize` batch transform from a backbone's `mean` and `std`."
+    "The kit's `Normalize` batch transform from a backbone's `mean` and `std`."
     from fastai.vision.core import imagenet_stats
     return Normalize.from_stats(mean or imagenet_stats[0], std or imagenet_stats[1])
 

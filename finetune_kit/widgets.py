@@ -87,6 +87,7 @@ class Launcher(_Shown):
     "Pick a model, learning rate, epochs, image size and data; Run trains in the background, Stop ends it cleanly."
     def __init__(self, models:list|None=None, # model names listed after the offline ones
                  cbs:list|None=None, # extra fastai callbacks for every run
+                 overwrite:bool=False, # let Run replace the run already in a fixed `out` (else Run says it is taken)
                  **cfg): # `TrainConfig` keys: the widgets' initial values, fixed values for the rest (`out`...)
         c = TrainConfig.from_dict(cfg)
         self.model = W.Dropdown(options=model_options([*(models or []), c.model_name]), value=c.model_name,
@@ -100,7 +101,7 @@ class Launcher(_Shown):
         self.stop_btn = W.Button(description='Stop', button_style='danger', icon='stop', disabled=True)
         self.progress, self.status = W.FloatProgress(value=0, min=0, max=1, description='progress'), W.HTML()
         self.table, self.plot = W.HTML(), W.Image()
-        self.cbs, self.overrides = list(cbs or []), {k: v for k, v in cfg.items() if k not in _INPUTS}
+        self.cbs, self.overwrite, self.overrides = list(cbs or []), overwrite, {k: v for k, v in cfg.items() if k not in _INPUTS}
         self._stop, self.thread, self.result, self.error, self.fig = threading.Event(), None, None, None, None
         self.history, self.stopped = pd.DataFrame(), False
         self.run_btn.on_click(lambda _: self.run()); self.stop_btn.on_click(lambda _: self.stop())
@@ -153,7 +154,7 @@ def _train(self:Launcher):
         cfg = self.config()
         self._total = cfg.epochs + cfg.freeze_epochs
         live = LiveFit(self._on_batch, self._on_epoch, self._stop)
-        self.result = train(cfg, verbose=False, cbs=[live, *self.cbs])
+        self.result = train(cfg, overwrite=self.overwrite, verbose=False, cbs=[live, *self.cbs])
         self.stopped = self.result.status.startswith('stopped')
         self.status.value = self._summary()
     except Exception as e:

@@ -367,7 +367,7 @@ def test_report_in_headless_chromium(seeded, tmp_path):
 def _trial_cfg(runs, run):
     "The train config of run `run`, as best_config writes it."
     r = runs.set_index('run').loc[run]
-    return {k: analysis._plain(k, r[k]) for k in TRAIN_KEYS if k in r and pd.notna(r[k])}
+    return {k: analysis._config_value(k, r[k]) for k in TRAIN_KEYS if k in r and pd.notna(r[k])}
 
 
 def _sweep_with_spec(tmp_path, metric='accuracy', goal='maximize'):

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
 from finetune_kit.datasets import sample_path, write_idx, load_sample
+from fastai.torch_core import TensorImage
 from finetune_kit.data import (load_source, check_data, check_file, detect_task, resolve_task, get_dls, DataReport, MemoryDL)
 
 @pytest.fixture(scope='module')
@@ -354,3 +355,166 @@ def test_fastai_training_loop_multi(folder):
     learn = tiny_learner(dls, BCEWithLogitsLossFlat())
     learn.fit(1, 1e-2)
     assert learn.get_preds()[0].shape == (len(dls.valid_ds), 3)
+
+# --- the disk cache of resized images, worker processes, reduced-size JPEG decoding ---
+
+from finetune_kit import data as fkdata
+
+@pytest.fixture
+def kit_cache(tmp_path, monkeypatch):
+    "An empty kit cache, and no preloaded images kept in this process."
+    monkeypatch.setenv('FINETUNE_KIT_CACHE', str(tmp_path/'kcache')); monkeypatch.delenv('FINETUNE_KIT_NO_CACHE', raising=False)
+    monkeypatch.setattr(fkdata, '_preloaded', {})
+    return tmp_path/'kcache'/'images'
+
+def count_decodes(monkeypatch):
+    calls = []
+    real = fkdata._decode_all
+    monkeypatch.setattr(fkdata, '_decode_all', lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+def test_disk_cache_reused_by_the_next_run(folder, kit_cache, monkeypatch):
+    calls, kw = count_decodes(monkeypatch), dict(batch_size=8, img_size=24, in_memory=True)
+    a = get_dls(folder, **kw); fkdata._wait_writes()   # a cold start saves the check's images in the background
+    assert len(calls) == 0 and len(list(kit_cache.glob('*.npy'))) == 2 and not list(kit_cache.glob('.*'))  # decoded by the check
+    fkdata._preloaded.clear()                 # a new process: nothing in memory
+    b = get_dls(folder, **kw)
+    assert len(calls) == 0 and torch.equal(a.train.xs, b.train.xs) and torch.equal(a.valid.xs, b.valid.xs)
+    get_dls(folder, **{**kw, 'img_size': 32}); get_dls(folder, **{**kw, 'resize_method': 'pad'})   # check cached: the preload decodes
+    assert len(calls) == 4 and len(list(kit_cache.glob('*.npy'))) == 6
+
+def test_disk_cache_invalidated_when_a_file_changes(folder, kit_cache, monkeypatch):
+    kw = dict(batch_size=8, img_size=24, in_memory=True, valid_pct=0.5, aug='none')
+    a = get_dls(folder, **kw); fkdata._wait_writes(); fkdata._preloaded.clear()
+    f = sorted((folder/'Bag').iterdir())[0]
+    Image.new('L', (28, 28), 255).save(f)    # same path, new content
+    b = get_dls(folder, **kw); fkdata._wait_writes()
+    assert len(list(kit_cache.glob('*.npy'))) == 3   # a new set for the split holding the changed file, the other reused
+    dl = b.valid if str(f) in b.valid.items.path.tolist() else b.train
+    assert (dl.xs[dl.items.path.tolist().index(str(f))] == 255).all()
+
+def test_disk_cache_bounded(folder, kit_cache, monkeypatch):
+    kw = dict(batch_size=8, img_size=24, in_memory=True)
+    monkeypatch.setenv('FINETUNE_KIT_CACHE_GB', str(120_000 / 2**30))  # a training and a validation split of 24 px fit, not more
+    get_dls(folder, **kw); fkdata._wait_writes(); first = {f.name for f in kit_cache.glob('*.npy')}
+    assert len(first) == 2
+    dls = get_dls(folder, **{**kw, 'img_size': 25})
+    left = {f.name for f in kit_cache.glob('*.npy')}
+    assert sum(f.stat().st_size for f in kit_cache.glob('*.npy')) <= 120_000 and first - left
+    assert fkdata._cache_file(fkdata._preload_key(dls.valid)).name in left   # the newest set stays
+    monkeypatch.setenv('FINETUNE_KIT_CACHE_GB', '0')
+    assert get_dls(folder, **{**kw, 'img_size': 26}).train.xs.shape == (48, 3, 26, 26)   # too big to cache: memory only
+    assert {f.name for f in kit_cache.glob('*.npy')} == left
+
+def test_disk_cache_off(folder, kit_cache, monkeypatch):
+    kw = dict(batch_size=8, img_size=24, in_memory=True)
+    get_dls(folder, cache=False, **kw)
+    monkeypatch.setenv('FINETUNE_KIT_NO_CACHE', '1'); get_dls(folder, img_size=32, **{k: v for k, v in kw.items() if k != 'img_size'})
+    assert not kit_cache.exists() or not list(kit_cache.iterdir())
+    assert not fkdata.cache_enabled() and fkdata.cache_enabled(True)
+
+def test_disk_cache_serves_sets_too_big_for_memory(folder, kit_cache, monkeypatch):
+    monkeypatch.setattr(fkdata, 'MEM_CACHE_MB', 0)
+    dls = get_dls(folder, batch_size=8, img_size=24)
+    assert dls.train.xs is not None and len(list(kit_cache.glob('*.npy'))) == 2
+    assert get_dls(folder, batch_size=8, img_size=24, cache=False).train.xs is None
+
+def test_decoding_in_worker_processes(folder, kit_cache):
+    dls = get_dls(folder, batch_size=8, img_size=24, in_memory=False)
+    assert dls.train.fake_l.num_workers == fkdata._n_cores()
+    for rm in ('squish', 'crop'):
+        dl = get_dls(folder, batch_size=8, img_size=24, resize_method=rm, in_memory=False, num_workers=0).valid
+        ref = torch.stack([fkdata.compose_tfms(dl.dataset.tls[0][i], tfms=dl.after_item.fs, split_idx=1).as_subclass(torch.Tensor)
+                           for i in range(len(dl.dataset))])
+        out = fkdata._decode_all(dl, np.zeros(tuple(ref.shape), np.uint8), n_workers=2, bs=4)
+        assert torch.equal(torch.from_numpy(out), ref)
+
+def test_jpeg_check_and_reduced_decoding(tmp_path, kit_cache):
+    rng = np.random.default_rng(0)
+    for c in ('a', 'b'):
+        (tmp_path/'j'/c).mkdir(parents=True)
+        for i in range(6): Image.fromarray(rng.integers(0, 255, (300, 500, 3), dtype=np.uint8)).save(tmp_path/'j'/c/f'{i}.jpg')
+    data = (tmp_path/'j'/'a'/'0.jpg').read_bytes(); (tmp_path/'j'/'a'/'0.jpg').write_bytes(data[:len(data)//2])
+    r, _ = quiet_check(tmp_path/'j', max_bad_pct=None)
+    assert [Path(p).name for p, _ in r.bad] == ['0.jpg'] and r.sizes == {(500, 300): 11}
+    dls = get_dls(tmp_path/'j', img_size=64, batch_size=4, max_bad_pct=None, in_memory=False, num_workers=0)
+    assert dls.train_ds.tls[0].tfms.fs[-1].draft == 64 and dls.train_ds[0][0].size == (125, 75)
+
+def test_augmentation_on_batches(folder, kit_cache):
+    dls = get_dls(folder, batch_size=8, img_size=24, aug='fastai', noise_std=0.1, in_memory=False)
+    assert [type(t).__name__ for t in dls.train.after_item.fs] == ['Resize', 'ToTensor']
+    assert {'Flip', 'Normalize', 'AddGaussianNoise'} <= {type(t).__name__ for t in dls.train.after_batch.fs}
+
+# --- one decode per file on a cold start; batches converted and normalised in one step ---
+
+def count_opens(monkeypatch):
+    "Counts of `PIL.Image.open` calls (every decode starts with one)."
+    calls, real = [], Image.open
+    monkeypatch.setattr(Image, 'open', lambda fp, *a, **k: calls.append(fp) or real(fp, *a, **k))
+    return calls
+
+def photos(root, n=8, seed=0):
+    "Two class folders of `n` random JPEG photos of 120-200 pixels each."
+    rng = np.random.default_rng(seed)
+    for c in ('a', 'b'):
+        (root/c).mkdir(parents=True)
+        for i in range(n):
+            h, w = rng.integers(120, 200, 2)
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root/c/f'{i}.jpg', quality=90)
+    return root
+
+def reference_images(dl):
+    "`dl`'s images through fastai's own item pipeline (validation mode), as the preload made them before."
+    return torch.stack([fkdata.compose_tfms(dl.dataset.tls[0][i], tfms=dl.after_item.fs, split_idx=1).as_subclass(torch.Tensor)
+                        for i in range(len(dl.dataset))])
+
+def test_cold_start_decodes_each_file_once(folder, kit_cache, monkeypatch):
+    kw = dict(batch_size=8, img_size=24, in_memory=True, num_workers=0, progress=False)
+    opens, decodes = count_opens(monkeypatch), count_decodes(monkeypatch)
+    get_dls(folder, **kw); fkdata._wait_writes(); cold = len(opens)
+    fkdata._preloaded.clear(); del opens[:]
+    get_dls(folder, **kw); warm = len(opens)    # check cached, images in the disk cache: only fastai's setup opens a file
+    assert cold - warm == 60 and not decodes     # the 60 files, once each; the preload decoded nothing
+
+@pytest.mark.parametrize('resize_method', ['squish', 'crop', 'pad'])
+def test_decoded_once_same_images(tmp_path, kit_cache, monkeypatch, resize_method):
+    data, kw = photos(tmp_path/'p'), dict(batch_size=4, img_size=64, resize_method=resize_method, in_memory=True, cache=False, num_workers=0)
+    decodes = count_decodes(monkeypatch)
+    cold = get_dls(data, **kw)
+    assert not decodes
+    for dl in (cold.train, cold.valid): assert torch.equal(dl.xs, reference_images(dl))
+    fkdata._preloaded.clear()
+    warm = get_dls(data, **kw)                 # check cached: the preload decodes, to the same bytes
+    assert len(decodes) == 2 and torch.equal(warm.train.xs, cold.train.xs) and torch.equal(warm.valid.xs, cold.valid.xs)
+
+def test_bad_files_left_out_when_decoding_once(folder, kit_cache, monkeypatch):
+    names, decodes = make_bad_files(folder), count_decodes(monkeypatch)
+    with pytest.warns(UserWarning) as rec: dls = get_dls(folder, batch_size=8, img_size=32, max_bad_pct=0.1, in_memory=True)
+    assert not decodes and all(n in '\n'.join(str(w.message) for w in rec) for n in names)
+    assert {Path(p).name for p, _ in dls.data_report.bad} == names
+    assert len(dls.train.xs) + len(dls.valid.xs) == 64 and not names & {Path(p).name for p in dls.train.items.path}
+    for dl in (dls.train, dls.valid): assert torch.equal(dl.xs, reference_images(dl))
+    r, _ = quiet_check(folder, max_bad_pct=0.1)   # the check's cache holds the same results
+    assert r.cached and r.bad == dls.data_report.bad and r.modes == dls.data_report.modes
+
+def test_decoded_images_bounded(folder, kit_cache, monkeypatch):
+    decodes = count_decodes(monkeypatch)
+    ref = get_dls(folder, batch_size=8, img_size=24, in_memory=True, cache=False)
+    fkdata._preloaded.clear(); shutil.rmtree(folder/'.finetune_kit')
+    monkeypatch.setattr(fkdata, 'MEM_CACHE_MB', 0.01)     # 10 KB: the check stops keeping images, the preload decodes
+    dls = get_dls(folder, batch_size=8, img_size=24, in_memory=True, cache=False)
+    assert len(decodes) == 2 and torch.equal(dls.train.xs, ref.train.xs) and torch.equal(dls.valid.xs, ref.valid.xs)
+
+def test_batches_converted_in_one_step(folder, kit_cache):
+    from fastai.data.transforms import IntToFloatTensor
+    from finetune_kit.transforms import normalize_tfm
+    dls = get_dls(folder, batch_size=8, img_size=24, aug='none')
+    assert not any(isinstance(t, IntToFloatTensor) for t in dls.train.after_batch.fs)
+    assert any(isinstance(t, IntToFloatTensor) for t in get_dls(folder, batch_size=8, img_size=24, aug='fastai').train.after_batch.fs)
+    xb, _ = dls.valid.one_batch()
+    x8 = dls.valid.xs[:8].float() / 255
+    ref = normalize_tfm()(TensorImage(x8))
+    assert xb.dtype == torch.float32 and type(xb) is TensorImage
+    torch.testing.assert_close(xb.as_subclass(torch.Tensor), ref.as_subclass(torch.Tensor), atol=1e-5, rtol=0)
+    dec = dls.valid.decode_batch((xb, _))[0][0]
+    assert 0 <= dec.min() and dec.max() <= 1 and (dec - x8[0]).abs().max() < 1e-5

@@ -3,12 +3,14 @@
 Most engine tests use a stand-in trainer (`fake_trainer`, a 30-line script that writes the run folder contract:
 history.csv row by row, metrics.json, exit codes), so they take seconds. The tests marked `real` run the same
 behaviours with the real `finetune-kit train` on a tiny timm test model."""
-import json, os, signal, subprocess, sys, textwrap, time
+import dataclasses, json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import optuna, pandas as pd, pytest, yaml
 from optuna.trial import TrialState, create_trial
-from finetune_kit.sweep import (SweepStopped, open_study, results_table, sweep, sweep_cli, validate_sweep, SWEEP_EXAMPLE,
-                                suggest_config, WandbHyperband, hyperband_bands, make_pruner, replay_pruner)
+from finetune_kit.sweep_spec import validate_sweep, SWEEP_EXAMPLE, suggest_config, make_sampler
+from finetune_kit.sweep_pruner import WandbHyperband, hyperband_bands, make_pruner, replay_pruner
+from finetune_kit.sweep import SweepStopped, open_study, results_table, sweep
+from finetune_kit.cli import cmd_sweep, main
 
 FAKE = textwrap.dedent('''
     import argparse, json, math, os, sys, time, yaml
@@ -143,7 +145,7 @@ def _in_bounds(c):
 def test_bayes_proposals_within_bounds():
     "TPE (after its random start-up) proposes only values inside every distribution's support"
     spec = validate_sweep(BOUNDS)
-    study = optuna.create_study(sampler=__import__('finetune_kit.sweep', fromlist=['x']).make_sampler(spec, count=40))
+    study = optuna.create_study(sampler=make_sampler(spec, count=40))
     cfgs = []
     for _ in range(40):
         t = study.ask(); c = suggest_config(t, spec); cfgs.append(c)
@@ -428,7 +430,7 @@ def test_program_command_project_entity(tmp_path, fake, capfd):
 def test_wandb_backend_gets_project_and_entity(tmp_path, fake, monkeypatch):
     import wandb, finetune_kit.sweep as fs
     got = {}
-    monkeypatch.setattr(fs, 'wandb_login_check', lambda: None)
+    monkeypatch.setitem(fs.BACKENDS, 'wandb', dataclasses.replace(fs.BACKENDS['wandb'], check=None))   # no login needed
     monkeypatch.setattr(wandb, 'sweep', lambda cfg, **kw: got.update(cfg=cfg, **kw) or 'abc123')
     monkeypatch.setattr(wandb, 'agent', lambda *a, **kw: None)
     s = {'program': 'train.py', 'project': 'kit-proj', 'entity': 'kit-team', 'method': 'grid',
@@ -439,7 +441,71 @@ def test_wandb_backend_gets_project_and_entity(tmp_path, fake, monkeypatch):
 def test_cli_refuses_abbreviated_flags(tmp_path):
     "`--work 2` is not read as `--workers 2`: an error naming the flag it resembles"
     with pytest.raises(ValueError, match='--workers'):
-        sweep_cli([str(tmp_path/'s.yaml'), '--work', '2', '--count', '1', '--out', str(tmp_path/'sw')])
+        cmd_sweep([str(tmp_path/'s.yaml'), '--work', '2', '--count', '1', '--out', str(tmp_path/'sw')])
+
+def test_cli_flags_come_from_sweeps_signature(tmp_path, monkeypatch, capsys):
+    "Every flag reaches `sweep` as a keyword: old spellings, repeated --set, --no-preflight; unset flags get sweep's defaults"
+    import finetune_kit.sweep as fs
+    got = {}
+    def run(spec, count, out, **opts): got.update(spec=spec, count=count, out=out, **opts)
+    monkeypatch.setitem(fs.BACKENDS, 'local', fs.Backend(run))
+    y = _yaml(tmp_path, GOOD)
+    cmd_sweep([str(y), '--count', '2', '--workers', '2', '--max-failures', '5', '--set', 'epochs=1', '--set', 'data=sample',
+               '--no-preflight', '--seed', '7', '--heartbeat_s', '3', '--out', str(tmp_path/'sw')])
+    assert f"sweep done: {tmp_path/'sw'/'results.csv'}" in capsys.readouterr().out
+    assert (got['count'], got['workers'], got['max_failures'], got['seed'], got['heartbeat_s']) == (2, 2, 5, 7, 3)
+    assert got['spec'].fixed == {'epochs': 1, 'data': 'sample'} and got['out'] == tmp_path/'sw'
+    assert (got['storage'], got['trainer_cmd'], got['verbose']) == (None, None, True)
+    assert main(['sweep', str(y), '--count', '1', '--max_failures', '4', '--out', str(tmp_path/'sw2'), '--no_preflight']) == 0
+    assert got['max_failures'] == 4 and got['seed'] == 0
+    with pytest.raises(ValueError, match="--set takes key=value, got 'epochs'"): cmd_sweep([str(y), '--set', 'epochs'])
+
+def test_backend_refuses_options_it_cannot_honour(tmp_path, fake):
+    "backend='wandb' ignores storage, max_failures, heartbeat_s and seed: a non-default value is an error, before any work"
+    for k, v in (('storage', 'postgresql://db/sweeps'), ('max_failures', 5), ('heartbeat_s', 3), ('seed', 1)):
+        with pytest.raises(ValueError, match=f"backend 'wandb' does not support {k}=.*; use backend='local'"):
+            sweep(SWEEP_EXAMPLE, count=1, backend='wandb', out=tmp_path/'sw', trainer_cmd=fake, **{k: v})
+    assert not (tmp_path/'sw').exists()
+
+def _module_tree(name):
+    import ast, importlib.util
+    return ast.parse(Path(importlib.util.find_spec(name).origin).read_text())
+
+def _imports(tree):
+    "Every module a module imports, anywhere in it (relative ones as `.name`)"
+    import ast
+    mods = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import): mods |= {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom): mods.add('.'*n.level + (n.module or ''))
+    return mods
+
+def _defines(tree):
+    import ast
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+def test_sweep_modules_layering():
+    "spec <- pruner <- runner <- cli: the runner defines no validation or pruner; spec and pruner never import the runner"
+    runner = _module_tree('finetune_kit.sweep')
+    assert 'LocalSweep' in _defines(runner) and not {'validate_sweep', 'WandbHyperband'} & _defines(runner)
+    assert {'validate_sweep', 'SweepSpec'} <= _defines(_module_tree('finetune_kit.sweep_spec'))
+    assert 'WandbHyperband' in _defines(_module_tree('finetune_kit.sweep_pruner'))
+    for low in ('finetune_kit.sweep_spec', 'finetune_kit.sweep_pruner'):
+        imports = _imports(_module_tree(low))
+        assert not {'finetune_kit.sweep', '.sweep', 'finetune_kit.cli', '.cli'} & imports, (low, imports)
+    r = subprocess.run([sys.executable, '-c', "import sys, finetune_kit.cli; print(sorted(m for m in ('optuna', 'torch', 'finetune_kit.sweep') if m in sys.modules))"],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == '[]', r.stdout + r.stderr   # cli imports the sweep (and optuna, torch) only when it runs one
+
+def test_registries_are_the_one_place():
+    "A distribution or a method is one record: validation, drawing, grids and trial counts all read it"
+    from finetune_kit.sweep_spec import DISTRIBUTIONS, METHODS, Distribution, grid_space
+    from finetune_kit.sweep import sweep_notes
+    spec = validate_sweep({'method': 'grid', 'parameters': {'batch_size': {'values': [16, 32]}, 'epochs': {'min': 1, 'max': 2}}})
+    assert grid_space(spec) == {'batch_size': [16, 32], 'epochs': [1, 2]} and METHODS['grid'].size(spec) == 4
+    assert sweep_notes(spec, 4)[0] == 'grid: 4 trials (every point)'
+    assert all(d.suggest for n, d in DISTRIBUTIONS.items() if n not in ('beta', 'q_beta'))
+    assert isinstance(DISTRIBUTIONS['uniform'], Distribution)
 
 # --- persistence and parallelism --------------------------------------------------------------------------------
 

@@ -73,3 +73,29 @@ def test_fastai_preset_runs():
     _, batch = get_tfms(32, aug='fastai')
     pipe = Pipeline(batch + [IntToFloatTensor()]); pipe.split_idx = 0
     assert pipe(TensorImage(torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8))).shape == (4, 3, 32, 32)
+
+def test_open_image_decodes_jpegs_at_reduced_size(tmp_path):
+    from finetune_kit.transforms import OpenImage
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 600), dtype=np.uint8))  # grayscale
+    im.save(tmp_path/'a.jpg'); im.save(tmp_path/'a.png')
+    for d, size in ((None, (600, 400)), (64, (150, 100)), (100, (150, 100)), (101, (300, 200)), (300, (600, 400))):
+        out = OpenImage(d)(tmp_path/'a.jpg')
+        assert isinstance(out, PILImage) and out.mode == 'RGB' and out.size == size and min(out.size) >= (d or 0)
+    assert OpenImage(64)(tmp_path/'a.png').size == (600, 400) and OpenImage(64)(str(tmp_path/'a.png')).mode == 'RGB'
+    assert OpenImage(64)(Image.new('L', (5, 5))).mode == 'L' and 'draft=64' in repr(OpenImage(64))
+
+def test_random_flip_leaves_its_input_alone():
+    x = TensorImage(torch.randint(0, 255, (8, 3, 4, 5), dtype=torch.uint8)); x0 = x.clone()
+    torch.manual_seed(0); y = RandomFlip(0.5)(x, split_idx=0)
+    assert torch.equal(x, x0) and type(y) is TensorImage
+    torch.manual_seed(0); flip = torch.rand(8) < 0.5
+    assert all(torch.equal(a, b.flip(-1) if f else b) for a, b, f in zip(y, x, flip))   # the same draws as before
+
+def test_normalize_one_new_tensor():
+    norm, fastai_norm = normalize_tfm(), Normalize.from_stats(*imagenet_stats)
+    assert isinstance(norm, Normalize) and type(norm).__name__ == 'Normalize'   # what `set_norm` and `bundle_info` look for
+    x8 = TensorImage(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)); xf = TensorImage(x8.float() / 255); xf0 = xf.clone()
+    assert torch.equal(norm(xf), fastai_norm(xf)) and torch.equal(xf, xf0)   # floats: fastai's numbers, input untouched
+    torch.testing.assert_close(norm(x8).as_subclass(torch.Tensor), fastai_norm(xf).as_subclass(torch.Tensor), atol=1e-5, rtol=0)
+    assert norm(x8).dtype == torch.float32 and type(norm(x8)) is TensorImage
+    torch.testing.assert_close(norm.decode(norm(x8)).as_subclass(torch.Tensor), xf.as_subclass(torch.Tensor), atol=1e-6, rtol=0)
