@@ -32,7 +32,7 @@ def steps(out:Path, seeds=(0, 1, 2), sizes=(4, 8, 16, 32, 64)):
             for seed in seeds:
                 r = train(data=str(data), img_size=32, batch_size=bs, epochs=1, seed=seed, out=f'{tmp}/r{bs}-{seed}', verbose=False)
                 n = r.metrics['n_train']
-                rows.append(dict(batch_size=bs, seed=seed, steps=-(-n // bs) if n % bs else n // bs, accuracy=r.metrics['accuracy']))
+                rows.append(dict(batch_size=bs, seed=seed, steps=n // bs, accuracy=r.metrics['accuracy']))  # fastai drops the last partial batch
                 print(rows[-1], flush=True)
     return rows
 

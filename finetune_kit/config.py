@@ -31,10 +31,10 @@ class TrainConfig:
     "Everything `train` needs; keys match the W&B sweep YAML and the CLI flags."
     model_name:str = 'efficientnet_lite0' # timm name (tagged ok); offline: efficientnet_lite0/1/2
     learning_rate:float|str = 3e-3 # peak lr of the head, or 'auto' (LR finder)
-    batch_size:int = 64        # images per optimizer step
+    batch_size:int|str = 'auto' # images per optimizer step; auto: fits the hardware and leaves enough steps
     epochs:int = 5             # epochs with the whole network trainable
     freeze_epochs:int = 0      # warm-up epochs training the new head only
-    img_size:int = 64          # side of the square images the model sees
+    img_size:int|str = 'auto'  # side of the square images; auto: the model's on a GPU, smaller on a CPU, never far above the images'
     resize_method:str = 'squish' # how images become squares
     pool:str = 'avg'           # global pooling before the head (concat = avg+max)
     noise_std:float = 0.0      # Gaussian noise added to normalised training batches
@@ -81,16 +81,17 @@ def _coerce(name:str, v, tp:str):
     "Convert `v` to the type annotated as `tp` (a string under `from __future__ import annotations`)."
     tp = str(tp).replace(' ', '')
     if v is None or (isinstance(v, str) and v.lower() in ('none','null','') and 'None' in tp): return None
+    if tp.endswith('|str') and str(v) == 'auto': return 'auto'  # `learning_rate`, `img_size`, `batch_size`
     try:
         if tp.startswith('bool'):
             if isinstance(v, bool): return v
             if str(v).lower() in _TRUE|_FALSE: return str(v).lower() in _TRUE
             raise ValueError
         if tp.startswith('int'): return int(v) if float(v) == int(float(v)) else int('x')
-        if tp.startswith('float|str'): return v if str(v) == 'auto' else float(v)
         if tp.startswith('float'): return float(v)
         return str(v)
-    except (TypeError, ValueError): raise ValueError(f"{name}={v!r} is not a valid {tp.split('|')[0]}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={v!r} is not a valid {tp.split('|')[0]}" + (" or 'auto'" if tp.endswith('|str') else '')) from None
 
 # %% ../nbs/00_config.ipynb #0010
 ALIASES = {'lr': 'learning_rate', 'bs': 'batch_size', 'arch': 'model_name', 'model': 'model_name', 'size': 'img_size',
@@ -116,7 +117,7 @@ def validate(self)->TrainConfig:
     for k, ch in CHOICES.items():
         if getattr(self, k) not in ch: raise ValueError(f"{k}={getattr(self, k)!r}: choose one of {', '.join(ch)}")
     for k in ('batch_size', 'img_size'):
-        if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)} must be a positive integer")
+        if getattr(self, k) != 'auto' and getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)} must be a positive integer or 'auto'")
     if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
         raise ValueError(f"epochs={self.epochs}, freeze_epochs={self.freeze_epochs}: need at least one epoch")
     if self.learning_rate != 'auto' and not (0 < self.learning_rate < 10):
@@ -136,8 +137,8 @@ def from_yaml(cls, path, **overrides)->TrainConfig:
 
 # %% ../nbs/00_config.ipynb #0014
 @patch_to(TrainConfig)
-def to_yaml(self, path=None)->str:
-    "The config as YAML, also written to `path` when given."
-    txt = yaml.safe_dump(asdict(self), sort_keys=False)
+def to_yaml(self, path=None, notes:dict|None=None)->str:
+    "The config as YAML, also written to `path` when given; `notes` (key -> why) go on top as comments."
+    txt = ''.join(f'# {k}: {v}\n' for k, v in (notes or {}).items()) + yaml.safe_dump(asdict(self), sort_keys=False)
     if path is not None: Path(path).write_text(txt)
     return txt

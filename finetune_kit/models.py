@@ -16,8 +16,8 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['PACKAGED_WEIGHTS', 'PackagedWeights', 'packaged_weights', 'map_state_dict', 'load_checkpoint', 'WeightsSource',
-           'hub_online', 'offline_models', 'WeightsNotFoundError', 'resolve_weights', 'create_model', 'imagenet_topk',
-           'weights_table', 'model_family']
+           'pretrained_size', 'hub_online', 'offline_models', 'WeightsNotFoundError', 'resolve_weights', 'create_model',
+           'imagenet_topk', 'weights_table', 'model_family']
 
 # %% ../nbs/03_models.ipynb #0006
 @dataclass(frozen=True)
@@ -128,6 +128,12 @@ def _arch(model_name:str)->str:
         hint = f" Did you mean {', '.join(close)}?" if close else " See timm.list_models()."
         raise ValueError(f"Unknown model_name {model_name!r}: timm has no such architecture.{hint}")
     return arch
+
+# %% ../nbs/03_models.ipynb #001a2
+def pretrained_size(model_name:str)->int:
+    "The image side `model_name` was pretrained at (timm's `pretrained_cfg.input_size`), 224 when timm does not say."
+    cfg = timm.models.get_pretrained_cfg(model_name) or timm.models.get_pretrained_cfg(_arch(model_name))
+    return int(cfg.input_size[-1]) if cfg and cfg.input_size else 224
 
 # %% ../nbs/03_models.ipynb #001c
 def _package_source(model_name:str)->WeightsSource|None:

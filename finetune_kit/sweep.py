@@ -58,11 +58,17 @@ def _values_of(spec:SweepSpec, key:str)->list:
     return [config_defaults()[key]]
 
 # %% ../nbs/07c_sweep.ipynb #rn0042b
+def _sizes_to_try(model_name:str, sizes:list)->list[int]:
+    "The image sizes a trial of `model_name` may train at: 'auto' becomes the size it resolves to on this machine's device"
+    from fastai.torch_core import default_device
+    from finetune_kit.training import auto_img_size
+    return list(dict.fromkeys(auto_img_size(model_name, default_device())[0] if s == 'auto' else int(s) for s in sizes))
+
 def check_models(spec:SweepSpec)->pd.DataFrame:
     "Build every model of the sweep and run one batch at each image size: one row per (model, size)"
     kw = {k: spec.fixed[k] for k in ('pretrained', 'pretrained_path') if k in spec.fixed}
-    return pd.DataFrame([_try_model(n, int(s), **kw) for n in _values_of(spec, 'model_name')
-                         for s in _values_of(spec, 'img_size')])
+    return pd.DataFrame([_try_model(n, s, **kw) for n in _values_of(spec, 'model_name')
+                         for s in _sizes_to_try(n, _values_of(spec, 'img_size'))])
 
 # %% ../nbs/07c_sweep.ipynb #0045
 def preflight(spec:SweepSpec):

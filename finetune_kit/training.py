@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/train.html.md"""
 
 # %% ../nbs/06_train.ipynb #0003
 from __future__ import annotations
-import os, sys, json, math, time, random, shutil, itertools, functools, platform, dataclasses, types, typing
+import os, sys, warnings, json, math, time, random, shutil, itertools, functools, platform, dataclasses, types, typing
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
@@ -19,13 +19,16 @@ from fastai.torch_core import set_seed
 from fastcore.imports import IN_NOTEBOOK
 from fastcore.basics import patch_to, noop
 from .config import TrainConfig, load_yaml
-from .data import get_dls
+from fastai.torch_core import default_device
+from .data import get_dls, check_data, _user_level
+from .models import pretrained_size
 from .learner import timm_learner
 from . import plots
 
 # %% auto #0
-__all__ = ['NanGuard', 'RunLog', 'save_weights', 'EpochLine', 'build_learner', 'fit_phases', 'bundle_info', 'finish_run',
-           'Result', 'run_dir', 'train']
+__all__ = ['CPU_IMG_SIZE', 'MIN_IMG_SIZE', 'MIN_STEPS', 'CPU_MAX_BATCH', 'GPU_MAX_BATCH', 'NanGuard', 'RunLog', 'save_weights',
+           'EpochLine', 'image_side', 'auto_img_size', 'auto_batch_size', 'probe_batch_size', 'resolve_sizes',
+           'build_learner', 'fit_phases', 'bundle_info', 'finish_run', 'Result', 'run_dir', 'train']
 
 # %% ../nbs/06_train.ipynb #0010
 class NanGuard(Callback):
@@ -97,6 +100,96 @@ class EpochLine(Callback):
         vals = [f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}"
                 for n,v in zip(self.recorder.metric_names[1:], self.recorder.log[1:])]
         print(f"[{self.phase}] epoch {self.epoch0 + self.epoch + 1}/{self.total}  " + '  '.join(vals), flush=True)
+
+# %% ../nbs/06_train.ipynb #sz01
+CPU_IMG_SIZE = 128  # `img_size: auto` on a CPU (bench/bench_defaults.py --sizes)
+MIN_IMG_SIZE = 64   # small images are upscaled to this, never further
+
+def image_side(sizes:dict)->int|None:
+    "The median shorter side of the images, from a data report's commonest `(width, height): count` sizes."
+    sides = sorted((min(w, h), n) for (w, h), n in (sizes or {}).items())
+    total, seen = sum(n for _, n in sides), 0
+    for side, k in sides:
+        seen += k
+        if 2 * seen >= total: return side
+    return None
+
+# %% ../nbs/06_train.ipynb #sz03
+def auto_img_size(model_name:str, # the backbone (its pretrained size is the GPU choice)
+                  device:str,     # 'cuda' or 'cpu' (or a torch.device)
+                  side:int|None=None)->tuple[int, str]: # the images' median shorter side (`image_side`)
+    "The image size for `img_size: auto`, and why."
+    on_gpu = str(device).startswith('cuda')
+    want, why = (pretrained_size(model_name), f"{model_name}'s pretrained size, on a GPU") if on_gpu else \
+                (CPU_IMG_SIZE, f'the CPU size (CPU_IMG_SIZE)')
+    if side is None: return want, why
+    cap = max(MIN_IMG_SIZE, -(-side // 32) * 32)
+    return (cap, f'the images are {side} px (median shorter side): {cap} rather than {why}') if cap < want else (want, why)
+
+# %% ../nbs/06_train.ipynb #sz06
+MIN_STEPS = 16      # optimizer steps a run needs for its one-cycle schedule (bench/bench_defaults.py --steps)
+CPU_MAX_BATCH = 64  # the largest automatic batch on a CPU
+GPU_MAX_BATCH = 512 # the largest batch the GPU probe tries
+
+def _steps(n:int, bs:int, epochs:int)->int: return n // bs * epochs  # fastai drops the last partial training batch
+
+# %% ../nbs/06_train.ipynb #sz07
+def auto_batch_size(n_train:int, # training images
+                    epochs:int,  # epochs of the whole run (frozen ones included)
+                    max_batch:int=CPU_MAX_BATCH)->tuple[int, str]: # the memory limit (`probe_batch_size` on a GPU)
+    "The batch size for `batch_size: auto`: the largest power of two within every limit; and why."
+    limits = {f'the device limit of {max_batch}': max_batch, f'{n_train} training images': n_train,
+              f'at least MIN_STEPS={MIN_STEPS} steps': max(1, n_train * epochs // MIN_STEPS)}
+    limit, top = min(limits.items(), key=lambda kv: kv[1])
+    bs = max(2, 1 << (top.bit_length() - 1))
+    return bs, f'{_steps(n_train, bs, epochs)} steps ({n_train} images x {epochs} epochs); limited by {limit}'
+
+# %% ../nbs/06_train.ipynb #sz09
+def probe_batch_size(step, # step(bs): one training step at batch size bs; raises torch.OutOfMemoryError when it does not fit
+                     start:int=GPU_MAX_BATCH)->int:
+    "The largest power of two <= `start` for which `step` runs without running out of memory."
+    bs = start
+    while bs > 1:
+        try: step(bs); return bs
+        except torch.OutOfMemoryError: torch.cuda.empty_cache() if torch.cuda.is_available() else None; bs //= 2
+    return 1
+
+# %% ../nbs/06_train.ipynb #sz11
+def _gpu_step(model_name:str, img_size:int, num_classes:int, device):
+    "One forward/backward step of a fresh `model_name` at batch size bs on `device`: the probe's `step`."
+    from finetune_kit.models import create_model
+    model = create_model(model_name, num_classes=num_classes, pretrained=False).to(device).to(memory_format=torch.channels_last)
+    def step(bs):
+        x = torch.randn(bs, 3, img_size, img_size, device=device).to(memory_format=torch.channels_last)
+        with torch.autocast(str(device).split(':')[0], dtype=torch.bfloat16): model(x).float().mean().backward()
+        model.zero_grad(set_to_none=True)
+    return step
+
+# %% ../nbs/06_train.ipynb #sz13
+def _warn_few_steps(cfg:TrainConfig, n:int):
+    "Warn, in one line, when an explicit batch size leaves too few optimizer steps for one-cycle."
+    steps, epochs = _steps(n, cfg.batch_size, cfg.epochs + cfg.freeze_epochs), cfg.epochs + cfg.freeze_epochs
+    if steps < MIN_STEPS:
+        better = auto_batch_size(n, epochs)[0]
+        warnings.warn(f"batch_size={cfg.batch_size} leaves {steps} optimizer steps ({n} images x {epochs} epochs): one-cycle "
+                      f"needs about {MIN_STEPS}; use batch_size={better} (or 'auto') or more epochs", stacklevel=_user_level())
+
+# %% ../nbs/06_train.ipynb #sz14
+def resolve_sizes(cfg:TrainConfig, progress:bool=True, device=None)->tuple[TrainConfig, dict]:
+    "`cfg` with `img_size`/`batch_size` 'auto' resolved for its data and `device` (default: fastai's), and why."
+    device = device or default_device()
+    rep = check_data(cfg.data, cfg.valid_pct, cfg.seed, cfg.label_delim, cfg.label_re, path_col=cfg.path_col,
+                     label_col=cfg.label_col, task=cfg.task, progress=progress)
+    n, why = min(rep.n_train, cfg.max_items or rep.n_train), {}
+    if cfg.img_size == 'auto':
+        size, why['img_size'] = auto_img_size(cfg.model_name, device, image_side(rep.sizes))
+        cfg = dataclasses.replace(cfg, img_size=size)
+    if cfg.batch_size == 'auto':
+        top = probe_batch_size(_gpu_step(cfg.model_name, cfg.img_size, len(rep.classes), device)) if str(device).startswith('cuda') else CPU_MAX_BATCH
+        bs, why['batch_size'] = auto_batch_size(n, cfg.epochs + cfg.freeze_epochs, top)
+        cfg = dataclasses.replace(cfg, batch_size=bs)
+    else: _warn_few_steps(cfg, n)
+    return cfg, why
 
 # %% ../nbs/06_train.ipynb #0018
 def build_learner(cfg:TrainConfig, progress:bool=True):
@@ -391,10 +484,11 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     cfg, state = _start(TrainConfig.from_dict(given), given, resume, overwrite)
     set_seed(cfg.seed)
     t_setup = time.time()
+    cfg, sizes = resolve_sizes(cfg, progress=verbose)  # 'auto' image and batch sizes, for this data and device
     learn = build_learner(cfg, progress=verbose)  # bad data or model names fail here, before a run folder exists
     t_setup = time.time() - t_setup  # data check, loading and the model
     out = run_dir(cfg)
-    if not resume: _clear(out); cfg.to_yaml(out/'config.yaml')
+    if not resume: _clear(out); cfg.to_yaml(out/'config.yaml', notes=sizes)
     session, lines = _setup(learn, cfg, out, verbose)
     if cbs: learn.add_cbs(cbs)
     lr, extra = _pick_lr(learn, cfg, out)
@@ -403,7 +497,7 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     fit_phases(learn, cfg, lr, out, resume=state, verbose=lines)
     fit_time, status = time.time() - t0, _final_status(learn, cfg, _epochs_done(out))
     n_seen = (_epochs_done(out) - done0) * len(learn.dls.train) * learn.dls.bs
-    extra.update(learning_rate_used=lr, setup_time_s=t_setup, **{k: v for k, v in (state or {}).items() if k == 'extensions'})
+    extra.update(learning_rate_used=lr, setup_time_s=t_setup, img_size=cfg.img_size, batch_size=cfg.batch_size, auto_sizes=sizes, **{k: v for k, v in (state or {}).items() if k == 'extensions'})
     metrics = finish_run(learn, cfg, out, status, fit_time, n_seen, extra)
     sync = None
     if session is not None:

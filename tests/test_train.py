@@ -310,3 +310,68 @@ def test_default_run_folder_is_always_new(tmp_path, monkeypatch):
     monkeypatch.setattr(time, 'strftime', lambda fmt, *a: '20250101-000000')
     a, b = run_dir(TrainConfig()), run_dir(TrainConfig())
     assert a != b and a.parent == b.parent == Path('runs') and a.is_dir() and b.is_dir()
+
+
+# --- sizes that fit the data and the hardware (issue 14) ---
+from finetune_kit import training
+
+@pytest.fixture(scope='session')
+def digits01(tmp_path_factory):
+    "A real 2-class set of 360 images: scikit-learn's digits 0 and 1 (288 train / 72 valid at valid_pct 0.2)."
+    from sklearn.datasets import load_digits
+    root, d = tmp_path_factory.mktemp('digits01'), load_digits()
+    for i, (x, y) in enumerate(zip(d.images, d.target)):
+        if y > 1: continue
+        (root/str(y)).mkdir(exist_ok=True)
+        Image.fromarray((x * 255 / 16).astype('uint8')).resize((32, 32), Image.NEAREST).save(root/str(y)/f'{i}.png')
+    return root
+
+@pytest.fixture(scope='session')
+def photos(tmp_path_factory):
+    "48 500x375 JPEG photos (crops of scikit-image's real photos) in two class folders."
+    from skimage import data as sk
+    root = tmp_path_factory.mktemp('photos')
+    for cls, imgs in (('cat', [sk.chelsea(), sk.coffee()]), ('space', [sk.astronaut(), sk.rocket()])):
+        (root/cls).mkdir()
+        for j in range(24):
+            im = Image.fromarray(imgs[j % 2]).resize((640, 480))
+            im.crop((j * 5, j * 4, j * 5 + 500, j * 4 + 375)).save(root/cls/f'{j}.jpg', quality=90)
+    return root
+
+def test_small_data_gets_enough_optimizer_steps(digits01, tmp_path):
+    # the old default (batch_size 64) gave 4 steps and about 68% here; 'auto' must leave enough steps to learn it
+    r = run_cli('train', '--data', digits01, '--epochs', '1', '--img_size', '32', '--out', tmp_path/'r')
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path/'r'/'metrics.json').read_text())
+    assert m['batch_size'] <= 16 and m['accuracy'] >= 0.9, (m['batch_size'], m['accuracy'])
+    assert 'batch_size' in m['auto_sizes'] and '# batch_size:' in (tmp_path/'r'/'config.yaml').read_text()
+
+def test_explicit_batch_size_is_obeyed_with_a_warning(digits01, tmp_path):
+    r = run_cli('train', '--data', digits01, '--epochs', '1', '--img_size', '32', '--batch_size', '64', '--out', tmp_path/'r')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'finetune-kit: warning: batch_size=64 leaves 4 optimizer steps (288 images x 1 epochs)' in r.stderr, r.stderr
+    assert json.loads((tmp_path/'r'/'metrics.json').read_text())['batch_size'] == 64
+
+def test_photos_on_cpu_resolve_by_the_rule_and_record_it(photos):
+    cfg, why = training.resolve_sizes(TrainConfig(data=str(photos), epochs=4), progress=False, device='cpu')
+    assert (cfg.img_size, cfg.batch_size) == (training.CPU_IMG_SIZE, 8) and set(why) == {'img_size', 'batch_size'}
+    assert training.image_side({(500, 375): 12}) == 375
+
+def test_gpu_branch_with_the_device_probe_faked(photos, monkeypatch):
+    def fake_step(model_name, img_size, num_classes, device):
+        def step(bs):
+            if bs * img_size**2 > 96 * 224**2: raise torch.OutOfMemoryError('CUDA out of memory')
+        return step
+    monkeypatch.setattr(training, '_gpu_step', fake_step)
+    many = dict(data=str(photos), epochs=200)  # enough steps that memory, not the schedule, limits the batch
+    cfg, why = training.resolve_sizes(TrainConfig(**many), progress=False, device='cuda')
+    assert cfg.img_size == 224 and "pretrained size" in why['img_size']  # efficientnet_lite0's size; the photos are larger
+    assert cfg.batch_size == 32 and '38 training images' in why['batch_size']  # 64 fit in memory; only 38 images
+    cfg, why = training.resolve_sizes(TrainConfig(model_name='vit_small_patch16_384', **many), progress=False, device='cuda')
+    assert cfg.img_size == 384 and cfg.batch_size == 32 and 'device limit' in why['batch_size']  # 375-px photos: 384
+    assert training.probe_batch_size(fake_step('m', 224, 2, 'cuda')) == 64
+    assert training.auto_batch_size(100_000, 5, max_batch=64)[0] == 64 and training.auto_batch_size(288, 1)[0] == 16
+
+def test_bundled_sample_keeps_64():
+    cfg, why = training.resolve_sizes(TrainConfig(), progress=False, device='cpu')
+    assert (cfg.img_size, cfg.batch_size) == (64, 64)
