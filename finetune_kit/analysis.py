@@ -373,10 +373,8 @@ def _as_study(runs:pd.DataFrame, params:list, metric:str, goal:str='minimize'):
     ok = runs[runs['ok']].dropna(subset=[metric] + list(params))
     dists = {p: _distribution(ok[p]) for p in params}
     cast = {p: (str if hasattr(d, 'choices') else type(d.low)) for p, d in dists.items()}
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try: study = optuna.create_study(direction=goal)
-    finally: optuna.logging.set_verbosity(verbosity)
+    from finetune_kit.sweep_spec import quiet_optuna
+    with quiet_optuna(): study = optuna.create_study(direction=goal)
     study.add_trials([optuna.trial.create_trial(params={p: cast[p](r[p]) for p in params}, distributions=dists,
                                                 value=float(r[metric])) for _, r in ok.iterrows()])
     return study

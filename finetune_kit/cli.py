@@ -14,7 +14,7 @@ from .config import TrainConfig, CHOICES, ALIASES
 
 # %% auto #0
 __all__ = ['COMMANDS', 'Parser', 'train_parser', 'unalias', 'cmd_train', 'cmd_predict', 'cmd_check_data', 'cmd_weights',
-           'cmd_sweep', 'cmd_analyze', 'main']
+           'cmd_sweep', 'cmd_analyze', 'cmd_soup', 'main']
 
 # %% ../nbs/11_cli.ipynb #0006
 class Parser(argparse.ArgumentParser):
@@ -23,9 +23,10 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, allow_abbrev=False, **kwargs)
         self.aliases = aliases or {}  # flag names (no dashes) accepted for others: hinted like flags
     def error(self, message):
-        flags = [o for a in self._actions for o in a.option_strings] + [f'--{a}' for a in self.aliases]
+        flags = [o for a in self._actions for o in a.option_strings]
         for bad in re.findall(r'(--?[\w-]+)', message.split('unrecognized arguments:')[-1]) if 'unrecognized' in message else []:
-            if close := difflib.get_close_matches(bad, flags, n=1): message += f" (did you mean {close[0]}?)"
+            close = difflib.get_close_matches(bad, flags, n=1) or difflib.get_close_matches(bad, [f'--{a}' for a in self.aliases], n=1)
+            if close: message += f" (did you mean {close[0]}?)"
         raise ValueError(f"{self.prog}: {message}")
 
 # %% ../nbs/11_cli.ipynb #0008
@@ -34,6 +35,7 @@ def _field_help(f:dataclasses.Field, doc:str|None)->str:
     parts = [doc or ''] + ([f"one of: {', '.join(CHOICES[f.name])}"] if f.name in CHOICES else [])
     return '; '.join(p for p in parts if p) + f" (default: {f.default})"
 
+# %% ../nbs/11_cli.ipynb #0008a
 def _alias_epilog()->str:
     return 'aliases: ' + ', '.join(f'--{a} = --{k}' for a, k in ALIASES.items())
 
@@ -71,13 +73,14 @@ def cmd_train(argv:list[str]):
 
 # %% ../nbs/11_cli.ipynb #000c
 def cmd_predict(argv:list[str]):
-    "finetune-kit predict --model-dir OUT/model IMAGE_OR_FOLDER... : one JSON line per image"
+    "finetune-kit predict --model-dir OUT/model IMAGE_OR_FOLDER... [--k K] [--tta] : one JSON line per image"
     p = Parser(prog='finetune-kit predict')
     p.add_argument('--model-dir', '--model_dir', required=True, dest='model_dir')
     p.add_argument('items', nargs='+'); p.add_argument('--k', type=int, default=3)
+    p.add_argument('--tta', action='store_true', help='average each image with its mirror image (2x the time)')
     a = p.parse_args(argv)
     from finetune_kit.inference import predict
-    rows = predict(a.model_dir, a.items, k=a.k)
+    rows = predict(a.model_dir, a.items, k=a.k, tta=a.tta)
     for r in rows:
         if 'error' in r: print(f"finetune-kit: skipped {r['path']}: {r['error']}", file=sys.stderr)
         else: print(json.dumps(r), flush=True)
@@ -92,6 +95,7 @@ def _signature_flags(p:argparse.ArgumentParser, fn, skip=()):
         tp = type(prm.default) if prm.default is not None and not isinstance(prm.default, bool) else None
         p.add_argument(f'--{name}', type=tp, default=prm.default, help=f"{docs.get(name) or ''} (default: {prm.default})")
 
+# %% ../nbs/11_cli.ipynb #000d2
 def cmd_check_data(argv:list[str]):
     "finetune-kit check-data SPEC [--valid_pct P] [--task T] [--label_delim D] [--label_re RE] [--path_col C] [--label_col C]"
     from finetune_kit.data import check_data
@@ -120,13 +124,13 @@ def cmd_weights(argv:list[str]):
 
 # %% ../nbs/11_cli.ipynb #0011
 def cmd_sweep(argv:list[str]):
-    "finetune-kit sweep SWEEP.yaml [--count N] [--workers K] [--backend local|wandb] [--out DIR] [--set k=v]... [--no_preflight]"
+    "finetune-kit sweep SWEEP.yaml [--count N] [--workers K] [--gpus all|0,1|none] [--storage URL] [--backend local|wandb] [--out DIR] [--set k=v]... [--no_preflight]"
     from finetune_kit.sweep import sweep
     doc = docments(sweep)
     p = Parser(prog='finetune-kit sweep', description=sweep.__doc__)
     p.add_argument('yaml_path', help=doc['yaml_path'])
-    p.add_argument('--count', type=int, help=doc['count'])  # `int|None=None`: no default to take the type from
-    _signature_flags(p, sweep, skip=('count', 'overrides', 'preflight_check', 'trainer_cmd', 'verbose'))
+    for k in ('count', 'workers'): p.add_argument(f'--{k}', type=int, help=doc[k])  # `int|None=None`: no default to take the type from
+    _signature_flags(p, sweep, skip=('count', 'workers', 'overrides', 'preflight_check', 'trainer_cmd', 'verbose'))
     p.add_argument('--max-failures', dest='max_failures', type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides', help="fix a config key, e.g. --set epochs=1 (repeat it for more keys)")
     p.add_argument('--no_preflight', '--no-preflight', action='store_false', dest='preflight_check', help=f"skip: {doc['preflight_check']}")
@@ -150,13 +154,43 @@ def cmd_analyze(argv:list[str]):
     paths = write_report(a.source, out, dataset=a.dataset, metric=a.metric, goal=a.goal, max_mem=a.max_mem, max_time=a.max_time)
     for k, v in paths.items(): print(f"{k}: {v}")
 
+# %% ../nbs/11_cli.ipynb #0011s
+def cmd_soup(argv:list[str]):
+    "finetune-kit soup SWEEP_DIR [--top K] [--out DIR] : a greedy soup of the sweep's trials, as a model bundle"
+    from finetune_kit.soup import soup
+    doc = docments(soup)
+    p = Parser(prog='finetune-kit soup', description=soup.__doc__)
+    p.add_argument('sweep_dir', help=doc['sweep_dir'])
+    p.add_argument('--top', type=int, help=doc['top']); p.add_argument('--out', help=doc['out'])
+    a = p.parse_args(argv)
+    res = soup(a.sweep_dir, top=a.top, out=a.out)
+    print(json.dumps(res['soup']))
+    print(f"soup of {len(res['kept'])} of {len(res['ingredients'])} trials: {res['out']}")
+
 # %% ../nbs/11_cli.ipynb #0013
 COMMANDS = {'train': cmd_train, 'predict': cmd_predict, 'check-data': cmd_check_data, 'weights': cmd_weights,
-            'sweep': cmd_sweep, 'analyze': cmd_analyze}
+            'sweep': cmd_sweep, 'analyze': cmd_analyze, 'soup': cmd_soup}
 
 def _usage()->str:
     return (f"usage: finetune-kit {{{','.join(COMMANDS)}}} ... | --version\n\n" + '\n'.join(f"  {fn.__doc__}" for fn in COMMANDS.values())
             + "\n\n'finetune-kit COMMAND --help' lists a command's flags; a bare --KEY VALUE list means 'train'.")
+
+# %% ../nbs/11_cli.ipynb #0013c
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    "Show a warning the way the CLI shows errors: one line, no file name or source line."
+    print(f"finetune-kit: warning: {message}", file=file or sys.stderr)
+
+# %% ../nbs/11_cli.ipynb #0013c1
+def _quiet_libraries():
+    "Hide third-party deprecation chatter (torch.jit, pandas options) and print the rest as one line each."
+    for cat in (FutureWarning, DeprecationWarning, PendingDeprecationWarning): warnings.filterwarnings('ignore', category=cat)
+    warnings.filterwarnings('ignore', message='.*chained_assignment.*')
+    warnings.showwarning = _one_line_warning
+
+# %% ../nbs/11_cli.ipynb #0013c2
+def _fail(msg:str, code:int=2)->int:
+    print(f"finetune-kit: error: {msg}", file=sys.stderr)
+    return code
 
 # %% ../nbs/11_cli.ipynb #0013b
 def main(argv:list[str]|None=None):
@@ -173,21 +207,6 @@ def main(argv:list[str]|None=None):
     except (ValueError, FileNotFoundError, RuntimeError, KeyError, ImportError) as e: return _fail(str(e))
     except KeyboardInterrupt: return _fail('interrupted: run the same command again to resume (train: add --resume)', 130)
     return 0
-
-# %% ../nbs/11_cli.ipynb #0013c
-def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    "Show a warning the way the CLI shows errors: one line, no file name or source line."
-    print(f"finetune-kit: warning: {message}", file=file or sys.stderr)
-
-def _quiet_libraries():
-    "Hide third-party deprecation chatter (torch.jit, pandas options) and print the rest as one line each."
-    for cat in (FutureWarning, DeprecationWarning, PendingDeprecationWarning): warnings.filterwarnings('ignore', category=cat)
-    warnings.filterwarnings('ignore', message='.*chained_assignment.*')
-    warnings.showwarning = _one_line_warning
-
-def _fail(msg:str, code:int=2)->int:
-    print(f"finetune-kit: error: {msg}", file=sys.stderr)
-    return code
 
 # %% ../nbs/11_cli.ipynb #0019
 if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', None) == 'finetune_kit.cli': sys.exit(main())

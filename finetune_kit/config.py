@@ -21,6 +21,7 @@ class _Loader(yaml.SafeLoader): "`yaml.SafeLoader` with YAML 1.2 floats (`1e-5`,
 _Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'''^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$'''),
                               list('-+0123456789.'))
 
+# %% ../nbs/00_config.ipynb #0006b
 def load_yaml(text:str):
     "Safe-load YAML `text` as W&B does: numbers like `1e-5` are floats."
     return yaml.load(text, Loader=_Loader)
@@ -40,6 +41,7 @@ class TrainConfig:
     noise_std:float = 0.0      # Gaussian noise added to normalised training batches
     aug:str = 'flip'           # augmentation preset
     valid_pct:float = 0.2      # used when the data has no train/valid split
+    test_pct:float = 0.0       # share held out as a test set, never used to choose anything (a test/ folder wins); 0 = none
     seed:int = 42
     data:str = 'sample'        # 'sample', 'fashion-mnist', an image folder or a CSV
     path_col:str|None = None   # CSV column of image paths; None: path/fname/file/image, else the first column
@@ -56,6 +58,9 @@ class TrainConfig:
     label_smoothing:float = 0.0
     drop_rate:float = 0.0
     early_stop_patience:int = 0 # 0 = off
+    layer_decay:float|None = None # per-group lr ratio from the head back (timm's --layer-decay); None: lr_mult's slice
+    ema:float = 0.0            # decay of a weight EMA that validates and is saved; 0 = off (e.g. 0.999)
+    tta:bool = False           # also report flip-TTA metrics (tta_*, and test_tta_* with a test split)
     max_items:int|None = None  # use at most this many training images (quick experiments)
     channels_last:bool|None = None # memory format; None: on the CPU (1.9x faster steps there), not on GPUs
     mixed_precision:bool = True
@@ -103,13 +108,6 @@ def _unknown_keys(bad:list, known)->str:
     hint = lambda k: ALIASES.get(k) or next(iter(difflib.get_close_matches(k, known, n=1)), None)
     return 'Unknown config key(s): ' + ', '.join(f"{k!r}" + (f" (did you mean {hint(k)!r}?)" if hint(k) else '') for k in bad)
 
-@patch_to(TrainConfig, cls_method=True)
-def from_dict(cls, d:dict)->TrainConfig:
-    "A `TrainConfig` from a dict of (possibly string) values, rejecting unknown keys."
-    known = {f.name: f for f in fields(cls)}
-    if bad := [k for k in d if k not in known]: raise ValueError(_unknown_keys(bad, known))
-    return cls(**{k: _coerce(k, v, known[k].type) for k,v in d.items()}).validate()
-
 # %% ../nbs/00_config.ipynb #0012
 @patch_to(TrainConfig)
 def validate(self)->TrainConfig:
@@ -123,7 +121,20 @@ def validate(self)->TrainConfig:
     if self.learning_rate != 'auto' and not (0 < self.learning_rate < 10):
         raise ValueError(f"learning_rate={self.learning_rate} must be in (0, 10) or 'auto'")
     if not 0 < self.valid_pct < 1: raise ValueError(f"valid_pct={self.valid_pct} must be between 0 and 1")
+    if not 0 <= self.test_pct < 1 or self.valid_pct + self.test_pct >= 1:
+        raise ValueError(f"test_pct={self.test_pct} must be in [0, 1) and leave training images beside valid_pct={self.valid_pct}")
+    if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+        raise ValueError(f"layer_decay={self.layer_decay} must be in (0, 1] (e.g. 0.75), or None for off")
+    if not 0 <= self.ema < 1: raise ValueError(f"ema={self.ema} must be in [0, 1): 0 for off, e.g. 0.999 for on")
     return self
+
+# %% ../nbs/00_config.ipynb #0011b
+@patch_to(TrainConfig, cls_method=True)
+def from_dict(cls, d:dict)->TrainConfig:
+    "A `TrainConfig` from a dict of (possibly string) values, rejecting unknown keys."
+    known = {f.name: f for f in fields(cls)}
+    if bad := [k for k in d if k not in known]: raise ValueError(_unknown_keys(bad, known))
+    return cls(**{k: _coerce(k, v, known[k].type) for k,v in d.items()}).validate()
 
 # %% ../nbs/00_config.ipynb #0013
 @patch_to(TrainConfig, cls_method=True)

@@ -27,9 +27,9 @@ from .transforms import get_tfms, OpenImage, draft_rgb, RandomFlip, Normalize, A
 
 # %% auto #0
 __all__ = ['PATH_COLS', 'LABEL_COLS', 'TASKS', 'CHECK_VERSION', 'MAX_BAD_PCT', 'MEM_CACHE_MB', 'KEEP_PRELOADED', 'DISK_CACHE_GB',
-           'Source', 'from_folder', 'from_file_names', 'from_df', 'from_csv', 'load_source', 'detect_task',
+           'TEST_SEED', 'Source', 'from_folder', 'from_file_names', 'from_df', 'from_csv', 'load_source', 'detect_task',
            'resolve_task', 'check_file', 'check_files', 'DataReport', 'check_data', 'MemoryDL', 'cache_enabled',
-           'cache_cap', 'get_dls']
+           'cache_cap', 'test_dl', 'get_dls']
 
 # %% ../nbs/01_data.ipynb #0007
 @dataclass
@@ -59,12 +59,13 @@ def _random_split(n:int, valid_pct:float, seed:int) -> np.ndarray:
     return is_valid
 
 # %% ../nbs/01_data.ipynb #000b
-def _items(paths, labels, is_valid) -> pd.DataFrame:
-    "The items table, with `labels` as a list per item."
+def _items(paths, labels, is_valid, is_test=None) -> pd.DataFrame:
+    "The items table, with `labels` as a list per item (and `is_test` when a test split is given)."
     labels = list(labels)
     lists = [l if isinstance(l, list) else [l] for l in labels]
     return pd.DataFrame({'path': [str(p) for p in paths], 'label': [' '.join(l) for l in lists],
-                         'labels': lists, 'is_valid': np.asarray(is_valid, bool)})
+                         'labels': lists, 'is_valid': np.asarray(is_valid, bool),
+                         **({} if is_test is None else {'is_test': np.asarray(is_test, bool)})})
 
 # %% ../nbs/01_data.ipynb #000d
 def _class_dirs(folder:Path) -> list:
@@ -73,16 +74,16 @@ def _class_dirs(folder:Path) -> list:
 
 # %% ../nbs/01_data.ipynb #000e
 def from_folder(root:Path, valid_pct:float=0.2, seed:int=42) -> Source:
-    "Items of a folder of class folders, or of `train/` and `valid/` folders of class folders."
+    "Items of a folder of class folders, or of `train/` and `valid/` (and optionally `test/`) folders of class folders."
     split = (root/'train').is_dir() and (root/'valid').is_dir()
-    tops = [root/'train', root/'valid'] if split else [root]
-    rows = [(f, d.name, top.name == 'valid') for top in tops for d in _class_dirs(top) for f in _files(d)]
+    tops = [root/'train', root/'valid'] + ([root/'test'] if (root/'test').is_dir() else []) if split else [root]
+    rows = [(f, d.name, top.name == 'valid', split and top.name == 'test') for top in tops for d in _class_dirs(top) for f in _files(d)]
     declared = sorted({d.name for top in tops for d in _class_dirs(top)})
     if not declared: raise ValueError(f"{root} has no class folders: put images in {root}/<class>/ (or train/<class>/ and "
                                       "valid/<class>/), or pass label_re to read labels from file names")
-    paths, labels, is_valid = zip(*rows) if rows else ((), (), ())
+    paths, labels, is_valid, is_test = zip(*rows) if rows else ((), (), (), ())
     if not split: is_valid = _random_split(len(paths), valid_pct, seed)
-    return Source(root, 'train/valid folders' if split else 'class folders', _items(paths, labels, is_valid), declared)
+    return Source(root, 'train/valid folders' if split else 'class folders', _items(paths, labels, is_valid, is_test if any(is_test) else None), declared)
 
 # %% ../nbs/01_data.ipynb #0011
 def from_file_names(root:Path, label_re:str, valid_pct:float=0.2, seed:int=42) -> Source:
@@ -283,8 +284,12 @@ class DataReport:
     def __repr__(self): return self.summary()
 
 # %% ../nbs/01_data.ipynb #002a
+def _test_mask(items:pd.DataFrame)->pd.Series:
+    "Which items are test items (none when there is no `is_test` column)."
+    return items['is_test'] if 'is_test' in items else pd.Series(False, index=items.index)
+
 @patch(as_prop=True)
-def n_train(self:DataReport) -> int: return int(self.items is not None and (~self.items.is_valid).sum())
+def n_train(self:DataReport) -> int: return int(self.items is not None and (~self.items.is_valid & ~_test_mask(self.items)).sum())
 
 # %% ../nbs/01_data.ipynb #002b
 @patch(as_prop=True)
@@ -634,9 +639,25 @@ def _cap_train(items:pd.DataFrame, max_items:int|None, seed:int)->pd.DataFrame:
     keep = train.sample(n=max_items, random_state=seed).index
     return items[items.is_valid | items.index.isin(keep)]
 
+# %% ../nbs/01_data.ipynb #ts01
+TEST_SEED = 0
+
+def _split_test(items:pd.DataFrame, test_pct:float=0.0)->tuple[pd.DataFrame, pd.DataFrame]:
+    "(train and valid items, test items): the `test/` folder's, else a fixed-seed `test_pct` of all items."
+    is_test = _test_mask(items).values
+    if not is_test.any() and test_pct: is_test = _random_split(len(items), test_pct, TEST_SEED)
+    return items[~is_test], items[is_test]
+
+# %% ../nbs/01_data.ipynb #ts02
+def test_dl(dls):
+    "A validation-style loader over `dls.test_items` (with labels); None when there is no test split."
+    items = getattr(dls, 'test_items', None)
+    return None if items is None or not len(items) else dls.test_dl(items, with_labels=True)
+
 # %% ../nbs/01_data.ipynb #004b
 def get_dls(spec='sample',             # dataset name, folder, CSV file or DataFrame
             img_size:int=64, batch_size:int=64, valid_pct:float=0.2, seed:int=42,
+            test_pct:float=0.0,        # hold out this share as `dls.test_items` (a `test/` folder wins; see `_split_test`)
             resize_method:str='squish', aug:str='flip', noise_std:float=0.0, # see `get_tfms`
             mean=None, std=None,       # the backbone's normalisation statistics (ImageNet's if None)
             task:str='auto', label_delim=None, label_re=None, # see `check_data` and `load_source`
@@ -648,17 +669,18 @@ def get_dls(spec='sample',             # dataset name, folder, CSV file or DataF
             max_bad_pct:float=MAX_BAD_PCT, device=None,
             max_items:int=None,        # use a seeded random subset of at most this many training images
             progress:bool=True):       # a progress bar while the files are checked
-    "Checked fastai `DataLoaders` for `spec`, with `dls.task` and `dls.data_report`."
+    "Checked fastai `DataLoaders` for `spec`, with `dls.task`, `dls.data_report` and `dls.test_items`."
     item_tfms, batch_tfms = get_tfms(img_size, resize_method, aug, noise_std, mean, std)
     fs = sorted([*item_tfms, ToTensor()], key=lambda t: t.order)   # the DataBlock's item transforms
     keep = _Decoded(fs, img_size, MEM_CACHE_MB * 2**20) if check and in_memory is not False else None
     report = check_data(spec, valid_pct, seed, label_delim, label_re, path_col=path_col, label_col=label_col, task=task,
                         max_bad_pct=max_bad_pct, decode=check, progress=progress, keep=keep)
-    items, cache = _cap_train(report.items, max_items, seed), cache_enabled(cache)
+    items, test_items = _split_test(report.items, test_pct)
+    items, cache = _cap_train(items, max_items, seed), cache_enabled(cache)
     mem, workers = _in_memory(in_memory, len(items), img_size, cache), _n_cores() if num_workers is None else num_workers
     dls = _datablock(report, item_tfms, batch_tfms, img_size).dataloaders(
         items, bs=batch_size, num_workers=0 if mem else workers, dl_type=MemoryDL, device=device)
     if mem:
         for dl in dls.loaders: dl.preload(cache, workers, keep)
-    dls.task, dls.data_report = report.task, report
+    dls.task, dls.data_report, dls.test_items = report.task, report, test_items
     return dls

@@ -65,12 +65,13 @@ def _stamp(model_dir)->tuple:
 def _cached_bundle(path:str, stamp:tuple): return load_bundle(path)
 
 # %% ../nbs/06a_inference.ipynb #0035
-def _rows(model, info:dict, imgs:list, k:int)->list[dict]:
-    "One dict per image: `label`, `probability`, the `top_k` classes (and `labels` over the threshold, multi-label)."
+def _rows(model, info:dict, imgs:list, k:int, tta:bool=False)->list[dict]:
+    "One dict per image: `label`, `probability`, the `top_k` classes (and `labels` over the threshold, multi-label); `tta`: flip-averaged."
     if not imgs: return []
-    with torch.no_grad(): logits = model(torch.stack([_prep(im, info) for im in imgs]))
-    multi, vocab, res = info['task'] == 'multi', info['vocab'], []
-    for p in (logits.sigmoid() if multi else logits.softmax(-1)):
+    x, multi, vocab, res = torch.stack([_prep(im, info) for im in imgs]), info['task'] == 'multi', info['vocab'], []
+    prob = (lambda l: l.sigmoid()) if multi else (lambda l: l.softmax(-1))
+    with torch.no_grad(): ps = (prob(model(x)) + prob(model(x.flip(-1)))) / 2 if tta else prob(model(x))
+    for p in ps:
         top = p.topk(min(k, len(vocab)))
         d = dict(top_k=[dict(label=vocab[j], probability=round(float(v), 6)) for v,j in zip(*top)])
         if multi: d.update(labels=[vocab[j] for j in range(len(vocab)) if p[j] > info['threshold']])
@@ -81,7 +82,8 @@ def _rows(model, info:dict, imgs:list, k:int)->list[dict]:
 def predict(model_dir, # a run's `model/` folder
             items, # image paths and/or folders
             k:int=3, # how many top classes to report
-            batch_size:int=64)->list[dict]:
+            batch_size:int=64,
+            tta:bool=False)->list[dict]: # average each image's probabilities with its mirror image's (2x the time)
     "One dict per file: `path`, `label`, `probability`, `top_k`; or `path` and `error` for a file that can't be read."
     model, info = _cached_bundle(str(Path(model_dir).resolve()), _stamp(model_dir))
     files, res = _expand(items), []
@@ -89,6 +91,6 @@ def predict(model_dir, # a run's `model/` folder
         fs = files[i:i+batch_size]
         imgs = [_read(f) for f in fs]
         ok = [j for j, im in enumerate(imgs) if not isinstance(im, str)]
-        rows = dict(zip(ok, _rows(model, info, [imgs[j] for j in ok], k)))
+        rows = dict(zip(ok, _rows(model, info, [imgs[j] for j in ok], k, tta)))
         res += [dict(path=str(f), **rows[j]) if j in rows else dict(path=str(f), error=imgs[j]) for j, f in enumerate(fs)]
     return res

@@ -6,8 +6,10 @@ Docs: https://finetune-kit.github.io/finetune_kit/learner.html.md"""
 
 # %% ../nbs/04_learner.ipynb #0003
 from __future__ import annotations
-import torch
+import math
+import numpy as np, torch
 from torch import nn
+from fastcore.basics import patch_to
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision  # patches Learner.to_bf16/to_fp16
@@ -17,12 +19,13 @@ from fastai.metrics import (accuracy, error_rate, Precision, Recall, F1Score, Ro
                             accuracy_multi, FBetaMulti, RocAucMulti)
 from fastai.data.transforms import Normalize
 from timm.models._manipulate import group_with_matcher
+from timm.utils import ModelEmaV3
 from .transforms import AddGaussianNoise
 from .models import create_model
 
 # %% auto #0
 __all__ = ['POOLS', 'timm_splitter', 'task_metrics', 'task_loss', 'set_norm', 'set_precision', 'PlainTensors', 'init_head',
-           'CleanBatchNorm', 'timm_learner']
+           'CleanBatchNorm', 'timm_learner', 'layer_lrs', 'WeightEMA', 'FlipTTA']
 
 # %% ../nbs/04_learner.ipynb #0006
 def timm_splitter(model:nn.Module)->list[list[nn.Parameter]]:
@@ -132,3 +135,53 @@ def timm_learner(dls, # fastai DataLoaders; `dls.task` picks metrics and loss ('
     if channels_last: learn = learn.to_channelslast(use_amp=False)  # precision is set_precision's call
     if pretrained: learn.freeze()
     return set_precision(learn, mixed_precision)
+
+# %% ../nbs/04_learner.ipynb #ld01
+def layer_lrs(learn:Learner, lr:float, # the head's (last group's) learning rate
+              decay:float)->np.ndarray: # ratio of a group's rate to the next group's, in (0, 1]
+    "One learning rate per parameter group of `learn`: `lr` for the head, times `decay` for each group before it."
+    n = len(learn.splitter(learn.model))
+    return lr * decay ** np.arange(n - 1, -1, -1, dtype=float)
+
+# %% ../nbs/04_learner.ipynb #em01
+class WeightEMA(Callback):
+    "Keep an EMA of the weights (every training step) and validate with it during a fit."
+    order = -1  # before `CleanBatchNorm`: its statistics are re-estimated on the model that validates
+    def __init__(self, decay:float=0.999): self.decay, self.avg, self.step, self.in_fit = decay, None, 0, False
+    def before_fit(self):
+        if self.avg is None: self.avg = ModelEmaV3(self.model, decay=self.decay, use_warmup=True)
+        self.in_fit = True
+    def after_fit(self): self.in_fit = False
+    def after_batch(self):
+        if self.training: self.step += 1; self.avg.update(self.model, step=self.step)
+    def before_validate(self):
+        if self.in_fit: self.raw, self.learn.model = self.model, self.avg.module
+    def after_validate(self):
+        if self.in_fit: self.learn.model = self.raw
+
+# %% ../nbs/04_learner.ipynb #em03
+@patch_to(WeightEMA)
+def state(self)->dict:
+    "The averaged weights and the step count, for a checkpoint."
+    return {'weights': self.avg.module.state_dict(), 'step': self.step}
+
+@patch_to(WeightEMA)
+def load(self, state:dict, model:nn.Module):
+    "Restore `state` (from `WeightEMA.state`), averaging a copy of `model`."
+    self.avg = ModelEmaV3(model, decay=self.decay, use_warmup=True)
+    self.avg.module.load_state_dict(state['weights']); self.step = int(state['step'])
+
+# %% ../nbs/04_learner.ipynb #tt01
+def _mean_logit(a:torch.Tensor, b:torch.Tensor, multi:bool=False)->torch.Tensor:
+    "Logits whose probabilities are the mean of those of logits `a` and `b` (softmax, or sigmoid when `multi`)."
+    if not multi: return torch.logsumexp(torch.stack([a.float().log_softmax(-1), b.float().log_softmax(-1)]), 0) - math.log(2)
+    p = ((a.float().sigmoid() + b.float().sigmoid()) / 2).clamp(1e-7, 1 - 1e-7)
+    return p.log() - (-p).log1p()
+
+class FlipTTA(Callback):
+    "In validation, predict with the mean probabilities of each image and its horizontal flip."
+    order = 1
+    def after_pred(self):
+        if self.training: return
+        with torch.no_grad(): flipped = self.model(self.xb[0].flip(-1))
+        self.learn.pred = _mean_logit(self.pred, flipped, getattr(self.dls, 'task', 'single') == 'multi')

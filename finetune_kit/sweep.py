@@ -6,9 +6,10 @@ Docs: https://finetune-kit.github.io/finetune_kit/sweep.html.md"""
 
 # %% ../nbs/07c_sweep.ipynb #0002
 from __future__ import annotations
-import csv, inspect, json, math, os, shlex, subprocess, sys, threading, time
-from contextlib import contextmanager
+import csv, hashlib, inspect, json, math, os, queue, re, shlex, socket, subprocess, sys, threading, time
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, asdict
+from functools import partial
 from pathlib import Path
 from typing import Callable
 import optuna, pandas as pd, yaml
@@ -18,25 +19,98 @@ from .sweep_spec import *
 from .sweep_pruner import *
 
 # %% auto #0
-__all__ = ['TRAIN_CMD', 'BACKENDS', 'open_study', 'check_models', 'preflight', 'check_sweep_data', 'launch_trial', 'read_history',
-           'follow_trial', 'trial_outcome', 'SweepStopped', 'LocalSweep', 'results_table', 'sweep_notes',
+__all__ = ['TRAIN_CMD', 'BACKENDS', 'safe_url', 'storage_errors', 'check_storage', 'open_study', 'server_lock', 'check_models',
+           'preflight', 'check_sweep_data', 'launch_trial', 'read_history', 'follow_trial', 'trial_outcome',
+           'visible_gpus', 'resolve_gpus', 'GpuPool', 'SweepStopped', 'LocalSweep', 'results_table', 'sweep_notes',
            'wandb_sync_line', 'trial_threads', 'run_local', 'wandb_login_check', 'run_wandb', 'Backend', 'backend_for',
            'sweep']
+
+# %% ../nbs/07c_sweep.ipynb #st003c1
+def safe_url(url:str)->str:
+    "`url` with its password hidden, for messages"
+    from sqlalchemy.engine import make_url
+    try: return make_url(url).render_as_string(hide_password=True)
+    except Exception: return re.sub(r'(://[^:/@]*:)[^@/]*@', r'\1***@', url)
+
+# %% ../nbs/07c_sweep.ipynb #st003c4
+_CONNECT_S = 10  # a database server that does not answer within this many seconds is reported, not waited for
+
+def _connect_args(url:str)->dict:
+    "Driver options: SQLite waits 60 s for a lock; PostgreSQL and MySQL give up connecting after `_CONNECT_S`"
+    if url.startswith('sqlite'): return {'timeout': 60}
+    return {'connect_timeout': _CONNECT_S} if url.startswith(('postgresql', 'mysql')) else {}
+
+def _reason(e:BaseException)->str:
+    "The database driver's own words for error `e` (behind SQLAlchemy's and Optuna's wrappers), on one line"
+    if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__: e = e.__cause__
+    return ' '.join(str(getattr(e, 'orig', None) or e).split())[:300]
+
+# %% ../nbs/07c_sweep.ipynb #st003c5
+@contextmanager
+def storage_errors(url:str):
+    "Turn a storage that cannot be opened (no driver, a bad URL, no server, a wrong password) into a one-line `ValueError`"
+    import sqlalchemy.exc as sx
+    pw = re.search(r'://[^:/@]*:([^@/]+)@', url)
+    try: yield
+    except ImportError as e:
+        raise ValueError(f"storage {safe_url(url)}: no database driver ({e.__cause__ or e}); "
+                         "pip install 'finetune-kit[sweep]' installs psycopg, PostgreSQL's") from None
+    except (sx.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        why = _reason(e).replace(pw.group(1), '***') if pw else _reason(e)
+        raise ValueError(f"cannot open the sweep's storage {safe_url(url)}: {why}") from None
+
+# %% ../nbs/07c_sweep.ipynb #st003c6
+def check_storage(url:str):
+    "Connect to storage `url` once: a one-line `ValueError` within seconds when it cannot be used"
+    import sqlalchemy
+    with storage_errors(url):
+        engine = sqlalchemy.create_engine(url, connect_args=_connect_args(url))
+        try: engine.connect().close()
+        finally: engine.dispose()
+
+# %% ../nbs/07c_sweep.ipynb #st003d0
+def _sampler_seed(study:optuna.Study, spec:SweepSpec, seed:int|None)->int|None:
+    "`seed` for a grid (every worker must agree on its order) and the study's first opening; else one of its own"
+    if seed is None or METHODS[spec.method].size: return seed
+    st, sid = study._storage, study._study_id
+    k = st.get_study_system_attrs(sid).get('openings', 0)
+    st.set_study_system_attr(sid, 'openings', k + 1)
+    import numpy as np
+    return seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
 
 # %% ../nbs/07c_sweep.ipynb #003d
 def open_study(spec:SweepSpec, out:Path, storage:str|None=None, heartbeat_s:int=10, count:int|None=None,
                seed:int|None=0)->optuna.Study:
     "Create or load the sweep's Optuna study, with heartbeats and one retry of lost trials"
     url = storage or f"sqlite:///{(Path(out)/'study.db').resolve()}"
-    kw = {'connect_args': {'timeout': 60}} if url.startswith('sqlite') else {'pool_pre_ping': True}
-    with quiet_optuna():
+    kw = {'connect_args': _connect_args(url), **({} if url.startswith('sqlite') else {'pool_pre_ping': True})}
+    with storage_errors(url), quiet_optuna():
         st = optuna.storages.RDBStorage(url, engine_kwargs=kw, heartbeat_interval=heartbeat_s, grace_period=3*heartbeat_s,
                  heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         study = optuna.create_study(storage=st, study_name=spec.name, load_if_exists=True, direction=spec.goal,
                                     pruner=make_pruner(spec))
-    n = len(study.get_trials(deepcopy=False))
-    study.sampler = make_sampler(spec, count, seed if METHODS[spec.method].size or seed is None else seed + n)
+        study.sampler = make_sampler(spec, count, _sampler_seed(study, spec, seed))
     return study
+
+# %% ../nbs/07c_sweep.ipynb #st003f2
+@contextmanager
+def _advisory_lock(engine, key:int):
+    "Hold PostgreSQL advisory lock `key` on a connection of its own; the server releases it if that connection dies"
+    import sqlalchemy
+    with engine.connect() as c:
+        c.execute(sqlalchemy.text('SELECT pg_advisory_lock(:k)'), {'k': key})
+        try: yield
+        finally:
+            with suppress(sqlalchemy.exc.DBAPIError): c.execute(sqlalchemy.text('SELECT pg_advisory_unlock(:k)'), {'k': key})
+
+# %% ../nbs/07c_sweep.ipynb #st003f3
+def server_lock(url:str|None, name:str)->Callable|None:
+    "A lock every machine on a PostgreSQL storage shares (`with server_lock(url, name)(): ...`); None for other storages"
+    if not (url or '').startswith('postgresql'): return None
+    import sqlalchemy
+    with storage_errors(url):
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True, isolation_level='AUTOCOMMIT', connect_args=_connect_args(url))
+    return partial(_advisory_lock, engine, int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), 'big', signed=True))
 
 # %% ../nbs/07c_sweep.ipynb #0041
 def _try_model(model_name:str, img_size:int, pretrained:bool=True, pretrained_path=None)->dict:
@@ -176,6 +250,63 @@ def trial_outcome(rc:int, trial_dir:Path, metric:str)->tuple[str, dict]:
     if v is None or not math.isfinite(v): return f"failed: {metric} is {metrics.get(metric, 'missing')} in metrics.json", metrics
     return 'completed', metrics
 
+# %% ../nbs/07c_sweep.ipynb #gpu0002
+def visible_gpus()->list[str]:
+    "GPU ids this process may use: `CUDA_VISIBLE_DEVICES` when set, else those `nvidia-smi -L` lists; [] without GPUs"
+    if (cvd := os.environ.get('CUDA_VISIBLE_DEVICES')) is not None: return [g.strip() for g in cvd.split(',') if g.strip()]
+    try: r = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired): return []
+    return [m.group(1) for l in r.stdout.splitlines() if (m := re.match(r'GPU (\d+):', l))] if r.returncode == 0 else []
+
+# %% ../nbs/07c_sweep.ipynb #gpu0005
+def _gpu_list(gpus)->list[str]:
+    "`gpus` ('0,1,3', [0, 1, 3] or 0) as a list of ids: each once, and among the visible GPUs when this machine lists them"
+    ids = [str(g).strip() for g in (gpus.split(',') if isinstance(gpus, str) else gpus if isinstance(gpus, (list, tuple)) else [gpus])]
+    if '' in ids: raise ValueError(f"gpus={gpus!r}: an empty GPU id; pass ids such as '0,1', 'all' or 'none'")
+    if dup := next((g for g in ids if ids.count(g) > 1), None):
+        raise ValueError(f"gpus={gpus!r}: GPU {dup} is listed twice; each running trial gets a GPU of its own, so list each "
+                         "GPU once (fewer trials at a time: --workers)")
+    seen = visible_gpus()
+    if seen and (bad := [g for g in ids if g.isdigit() and g not in seen and all(s.isdigit() for s in seen)]):
+        raise ValueError(f"gpus={gpus!r}: GPU {bad[0]} is not visible here (visible: {','.join(seen)}; see nvidia-smi -L)")
+    return ids
+
+# %% ../nbs/07c_sweep.ipynb #gpu0006
+def resolve_gpus(gpus=None, workers:int|None=None)->tuple[list[str]|None, int]:
+    "The GPU ids trials take turns on (None: leave `CUDA_VISIBLE_DEVICES` alone, []: hide the GPUs) and the workers"
+    if workers is not None and not (isinstance(workers, int) and workers > 0): raise ValueError(f"workers={workers!r}: pass a positive number")
+    if gpus in (None, 'all'):
+        ids = visible_gpus() or None
+        if gpus == 'all' and not ids: raise ValueError("gpus='all', but no GPU is visible (nvidia-smi lists none, or CUDA_VISIBLE_DEVICES "
+                                                       "is empty): leave --gpus out to train on the CPU")
+    else: ids = [] if gpus in ('none', '') else _gpu_list(gpus)
+    n = workers or len(ids or [1])
+    if ids and n > len(ids): raise ValueError(f"{n} workers but {len(ids)} GPU{'s'[:len(ids)-1]} ({','.join(ids)}): each running "
+        f"trial gets a GPU of its own; pass --workers {len(ids)} or fewer, or --gpus none to run {n} trials on the CPU")
+    return ids, n
+
+# %% ../nbs/07c_sweep.ipynb #gpu0009
+class GpuPool:
+    "GPU ids handed to running trials, one each, and taken back when they end"
+    def __init__(self, ids:list|None=None): # None: trials get no GPU of their own; []: GPUs hidden
+        self.ids, self.free = ids, queue.SimpleQueue()
+        for g in ids or []: self.free.put(g)
+
+    @contextmanager
+    def take(self):
+        "A free GPU id for one trial (waiting for one); '' when the GPUs are hidden, None when the sweep assigns none"
+        if not self.ids: yield None if self.ids is None else ''; return
+        g = self.free.get()
+        try: yield g
+        finally: self.free.put(g)
+
+# %% ../nbs/07c_sweep.ipynb #gpu0013
+def _gpu_note(ids:list|None, workers:int)->str|None:
+    "What the sweep does with the GPUs, in one line (None when it leaves them alone)"
+    if ids is None: return None
+    if not ids: return "GPUs hidden from the trials (CUDA_VISIBLE_DEVICES=''): they train on the CPU"
+    return f"GPUs {','.join(ids)}: {workers} trial{'s'[:workers-1]} at a time, each on a GPU of its own (CUDA_VISIBLE_DEVICES)"
+
 # %% ../nbs/07c_sweep.ipynb #004e
 class SweepStopped(RuntimeError):
     "Too many consecutive trials failed"
@@ -195,6 +326,10 @@ class LocalSweep:
     failures:list=field(default_factory=list)
     verbose:bool=False # print a line per finished trial
     t0:float=field(default_factory=time.time) # when this process started the sweep
+    gpus:GpuPool=field(default_factory=GpuPool) # GPU ids handed to running trials, one each
+    server_lock:Callable|None=None # a lock every machine shares (PostgreSQL), held with the folder's to claim a trial
+    grace_s:float=30 # a running trial whose heartbeat is older than this is lost (3 heartbeats)
+    db_ok_since:float=0 # when the database last came back after going away
 
 # %% ../nbs/07c_sweep.ipynb #0050
 @patch
@@ -207,6 +342,33 @@ def locked(self:LocalSweep):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+# %% ../nbs/07c_sweep.ipynb #db0002
+_DB_RETRY_S = 120  # how long workers wait for a database that went away (a restart, a network blip)
+
+def _connection_lost(e:BaseException)->bool:
+    "Whether `e` (or the error behind an Optuna `StorageInternalError`) is a failed database connection"
+    import sqlalchemy.exc as sx
+    if isinstance(e, optuna.exceptions.StorageInternalError): e = e.__cause__
+    return isinstance(e, (sx.OperationalError, sx.InterfaceError)) or bool(getattr(e, 'connection_invalidated', False))
+
+# %% ../nbs/07c_sweep.ipynb #db0004
+@patch
+def db(self:LocalSweep, fn, *args, **kwargs):
+    "`fn(*args, **kwargs)`, retried every second while the database connection fails, for up to `_DB_RETRY_S`"
+    t0 = None
+    while True:
+        try: r = fn(*args, **kwargs)
+        except Exception as e:
+            if not _connection_lost(e) or (t0 and time.time() - t0 > _DB_RETRY_S): raise
+            if t0 is None:
+                t0 = time.time()
+                if self.verbose: print(f"database unreachable, retrying for up to {_DB_RETRY_S} s: {_reason(e)}", flush=True)
+            time.sleep(1); continue
+        if t0:
+            self.db_ok_since = time.time()
+            if self.verbose: print(f"database back after {time.time() - t0:.0f} s", flush=True)
+        return r
+
 # %% ../nbs/07c_sweep.ipynb #0051
 def _grid_left(spec:SweepSpec, trials:list)->int:
     "Points of a finite (grid) sweep that no finished, running or queued trial covers; 1 for other methods"
@@ -217,17 +379,28 @@ def _grid_left(spec:SweepSpec, trials:list)->int:
     return len(set(range(size(spec))) - taken)
 
 # %% ../nbs/07c_sweep.ipynb #rn0051b
+_WAIT = 'wait'
+
+@patch
+def claim(self:LocalSweep):
+    "Under the folder's lock (and the study's, across machines): a new trial, `None` once the sweep is done, else 'wait'"
+    with self.locked(), (self.server_lock or nullcontext)(), quiet_optuna():
+        if time.time() - self.db_ok_since > self.grace_s: optuna.storages.fail_stale_trials(self.study)
+        ts = self.study.get_trials(deepcopy=False)
+        n = {s: sum(t.state == s for t in ts) for s in TrialState}
+        done, running, left = n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING], _grid_left(self.spec, ts)
+        if done >= self.count or (not left and not running): return None
+        if not (done + running < self.count and (left or n[TrialState.WAITING])): return _WAIT
+        trial = self.study.ask()
+        self.study._storage.record_heartbeat(trial._trial_id)   # from now on a lost trial is found, and retried
+        return trial
+
+# %% ../nbs/07c_sweep.ipynb #rn0051b2
 @patch
 def next_trial(self:LocalSweep)->optuna.Trial|None:
     "The next trial to run, or `None` once the sweep is done; waits while running trials may finish it"
     while not self.stop.is_set():
-        with self.locked(), quiet_optuna():
-            optuna.storages.fail_stale_trials(self.study)
-            ts = self.study.get_trials(deepcopy=False)
-            n = {s: sum(t.state == s for t in ts) for s in TrialState}
-            done, running, left = n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING], _grid_left(self.spec, ts)
-            if done >= self.count or (not left and not running): return None
-            if done + running < self.count and (left or n[TrialState.WAITING]): return self.study.ask()
+        if (trial := self.db(self.claim)) != _WAIT: return trial
         time.sleep(5*_POLL_S)
 
 # %% ../nbs/07c_sweep.ipynb #0053
@@ -251,8 +424,8 @@ def _on_epoch(self:LocalSweep, trial, row:dict, epoch:int, last:int)->str|None:
     "Report an epoch's metric to the pruner; 'pruned' when Hyperband stops the trial before its `last` epoch"
     v = _float(row.get(self.spec.metric))
     if v is None: return None
-    trial.report(v, epoch)
-    return 'pruned' if epoch < last and trial.should_prune() else None
+    self.db(trial.report, v, epoch)
+    return 'pruned' if epoch < last and self.db(trial.should_prune) else None
 
 # %% ../nbs/07c_sweep.ipynb #1a7e001c
 def _trial_env(spec:SweepSpec, cfg:dict)->dict:
@@ -268,34 +441,45 @@ def _ticker(self:LocalSweep, trial):
     "Called while a trial runs: send its heartbeat (at most once a second); 'failed: sweep stopped' once stopped"
     last = [0.0]
     def tick():
-        if time.time() - last[0] >= 1: self.study._storage.record_heartbeat(trial._trial_id); last[0] = time.time()
+        if time.time() - last[0] >= 1: self.db(self.study._storage.record_heartbeat, trial._trial_id); last[0] = time.time()
         return _STOPPED if self.stop.is_set() else None
     return tick
 
 # %% ../nbs/07c_sweep.ipynb #0056
 @patch
 def tell(self:LocalSweep, trial, status:str, metrics:dict, epochs:int):
-    "Store a finished trial's status, metrics and epochs, and tell Optuna"
+    "Store a finished trial's status, metrics and epochs, and tell Optuna (once: a retried call finds it told)"
     keep = {k: v for k,v in metrics.items() if isinstance(v, (int, float, str, bool)) and k != 'status'}
-    for k,v in dict(status=status, metrics=keep, epochs=epochs).items(): trial.set_user_attr(k, v)
-    if status == 'completed': self.study.tell(trial, float(metrics[self.spec.metric]))
-    else: self.study.tell(trial, state=TrialState.PRUNED if status == 'pruned' else TrialState.FAIL)
+    state = TrialState.COMPLETE if status == 'completed' else TrialState.PRUNED if status == 'pruned' else TrialState.FAIL
+    def once():
+        if self.study._storage.get_trial(trial._trial_id).state.is_finished(): return
+        for k,v in dict(status=status, metrics=keep, epochs=epochs).items(): trial.set_user_attr(k, v)
+        self.study.tell(trial, float(metrics[self.spec.metric]) if state == TrialState.COMPLETE else None, state=state)
+    self.db(once)
+
+# %% ../nbs/07c_sweep.ipynb #rn0055l
+@patch
+def launch(self:LocalSweep, trial, gpu:str|None=None)->tuple:
+    "Store the trial's config, folder, machine and GPU in the study, and start its process on `gpu`; (process, folder, config)"
+    d, cfg = self.out/'trials'/f'{trial.number:04d}', self.db(self.trial_config, trial)
+    attrs = dict(config=cfg, trial_dir=str(d.relative_to(self.out)), host=socket.gethostname(), **({} if gpu is None else {'gpu': gpu}))
+    for k,v in attrs.items(): self.db(trial.set_user_attr, k, v)
+    env = {**_trial_env(self.spec, cfg), **({} if gpu is None else {'CUDA_VISIBLE_DEVICES': gpu})}
+    return launch_trial(cfg, d, self.cmd, self.threads, env), d, cfg
 
 # %% ../nbs/07c_sweep.ipynb #0055
 @patch
 def run_trial(self:LocalSweep, trial)->str:
-    "Run one trial to its end, prune or failure, and record it in the study; its status"
-    d = self.out/'trials'/f'{trial.number:04d}'
-    cfg = self.trial_config(trial)
-    for k,v in dict(config=cfg, trial_dir=str(d.relative_to(self.out))).items(): trial.set_user_attr(k, v)
-    proc = launch_trial(cfg, d, self.cmd, self.threads, _trial_env(self.spec, cfg))
-    try: status, epochs = follow_trial(proc, d, lambda row, e: self._on_epoch(trial, row, e, _n_epochs(cfg)), self._ticker(trial))
-    except KeyboardInterrupt: self.stop.set(); status, epochs = _STOPPED, 0
-    finally: _stop(proc)
+    "Run one trial (on a GPU of its own, when the sweep has GPUs) to its end, prune or failure, and record it; its status"
+    with self.gpus.take() as gpu:
+        proc, d, cfg = self.launch(trial, gpu)
+        try: status, epochs = follow_trial(proc, d, lambda row, e: self._on_epoch(trial, row, e, _n_epochs(cfg)), self._ticker(trial))
+        except KeyboardInterrupt: self.stop.set(); status, epochs = _STOPPED, 0
+        finally: _stop(proc)
     metrics = {}
     if status is None: status, metrics = trial_outcome(proc.returncode, d, self.spec.metric)
     self.tell(trial, status, metrics, epochs)
-    if status == _STOPPED: self.requeue(trial)
+    if status == _STOPPED: self.db(self.requeue, trial)
     return status
 
 # %% ../nbs/07c_sweep.ipynb #0058
@@ -308,7 +492,7 @@ def requeue(self:LocalSweep, trial):
 
 # %% ../nbs/07c_sweep.ipynb #005a
 def results_table(study:optuna.Study)->pd.DataFrame:
-    "One row per trial of a sweep: number, state, status, searched keys, metrics, epochs, folder"
+    "One row per trial of a sweep: number, state, status, searched keys, metrics, epochs, folder, machine (and GPU)"
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
@@ -316,7 +500,8 @@ def results_table(study:optuna.Study)->pd.DataFrame:
         cfg = {k: ua.get('config', {}).get(k, v) for k,v in t.params.items()}
         metrics = {k: v for k,v in ua.get('metrics', {}).items() if k not in cfg}
         rows.append({'number': t.number, 'state': t.state.name, 'status': status, **cfg, **metrics, 'epochs_run': ua.get('epochs'),
-                     'retry_of': t.system_attrs.get('failed_trial'), 'trial_dir': ua.get('trial_dir')})
+                     'retry_of': t.system_attrs.get('failed_trial'), 'trial_dir': ua.get('trial_dir'), 'host': ua.get('host'),
+                     **({'gpu': ua['gpu']} if 'gpu' in ua else {})})
     return pd.DataFrame(rows)
 
 # %% ../nbs/07c_sweep.ipynb #1a7e0011
@@ -359,9 +544,9 @@ def record(self:LocalSweep, trial, status:str):
         elif not status.startswith('failed'): self.failures.clear()
         if len(self.failures) >= self.max_failures: self.stop.set()
         tmp = self.out/'.results.csv'
-        results_table(self.study).to_csv(tmp, index=False)
+        self.db(results_table, self.study).to_csv(tmp, index=False)
         os.replace(tmp, self.out/'results.csv')
-        if self.verbose: print(self.trial_line(trial), flush=True)
+        if self.verbose: print(self.db(self.trial_line, trial), flush=True)
 
 # %% ../nbs/07c_sweep.ipynb #005c
 @patch
@@ -463,13 +648,20 @@ def trial_threads(workers:int=1)->int:
     return max(1, min(_cores(), int(round(idle))) // workers)
 
 # %% ../nbs/07c_sweep.ipynb #rn0063d
-def run_local(spec:SweepSpec, count:int, out:Path, *, workers:int, storage:str|None, trainer_cmd, max_failures:int,
-              heartbeat_s:int, seed:int|None, verbose:bool):
-    "Run the sweep with Optuna on this machine, `workers` trials at a time; `results.csv` at the end"
-    sw = LocalSweep(spec, None, out, count, tuple(trainer_cmd or TRAIN_CMD), max_failures, trial_threads(workers), verbose=verbose)
-    with sw.locked(): sw.study = open_study(spec, out, storage, heartbeat_s, count, seed)
-    sw.run(workers)
-    with sw.locked(): results_table(sw.study).to_csv(out/'results.csv', index=False)
+def run_local(spec:SweepSpec, count:int, out:Path, *, workers:int, gpus:list|None, storage:str|None, trainer_cmd,
+              max_failures:int, heartbeat_s:int, seed:int|None, verbose:bool):
+    "Run the sweep with Optuna on this machine, `workers` trials at a time (each on a GPU of `gpus`); `results.csv` at the end"
+    sw = LocalSweep(spec, None, out, count, tuple(trainer_cmd or TRAIN_CMD), max_failures, trial_threads(workers), verbose=verbose,
+                    gpus=GpuPool(gpus), server_lock=server_lock(storage, spec.name), grace_s=3*heartbeat_s)
+    if verbose and (note := _gpu_note(gpus, workers)): print(note, flush=True)
+    with sw.locked(), storage_errors(storage or ''), (sw.server_lock or nullcontext)():
+        sw.study = open_study(spec, out, storage, heartbeat_s, count, seed)
+    try: sw.run(workers)
+    except Exception as e:
+        if not _connection_lost(e): raise
+        raise RuntimeError(f"lost the sweep's storage {safe_url(storage) if storage else out/'study.db'} for over {_DB_RETRY_S} s ({_reason(e)}): "
+                           "run the same command again to resume") from None
+    with sw.locked(): sw.db(results_table, sw.study).to_csv(out/'results.csv', index=False)
 
 # %% ../nbs/07c_sweep.ipynb #0065
 def wandb_login_check():
@@ -497,8 +689,8 @@ def _wandb_trial(spec:SweepSpec, out:Path, cmd, threads:int):
         run.summary.update({**metrics, 'status': status})
 
 # %% ../nbs/07c_sweep.ipynb #rn0066b
-def run_wandb(spec:SweepSpec, count:int, out:Path, *, workers:int, storage:str|None, trainer_cmd, max_failures:int,
-              heartbeat_s:int, seed:int|None, verbose:bool):
+def run_wandb(spec:SweepSpec, count:int, out:Path, *, workers:int, gpus:list|None, storage:str|None, trainer_cmd,
+              max_failures:int, heartbeat_s:int, seed:int|None, verbose:bool):
     "Create a W&B sweep from the YAML and run `count` trials with `wandb.agent` on this machine"
     import wandb
     sweep_id = wandb.sweep({k: v for k,v in spec.wandb.items() if k not in ('program', 'command')},
@@ -512,13 +704,13 @@ def run_wandb(spec:SweepSpec, count:int, out:Path, *, workers:int, storage:str|N
 @dataclass(frozen=True)
 class Backend:
     "A way to run a sweep's trials: `run(spec, count, out, **options)`, the options it cannot honour, a check before any work"
-    run:Callable # (spec, count, out, *, workers, storage, trainer_cmd, max_failures, heartbeat_s, seed, verbose)
+    run:Callable # (spec, count, out, *, workers, gpus, storage, trainer_cmd, max_failures, heartbeat_s, seed, verbose)
     unsupported:tuple=() # `sweep` options it cannot honour: a value other than `sweep`'s default is refused
     check:Callable|None=None # raises a `ValueError` when the backend cannot be used here
 
 # %% ../nbs/07c_sweep.ipynb #rn0066g
 BACKENDS = {'local': Backend(run_local),
-            'wandb': Backend(run_wandb, unsupported=('storage', 'max_failures', 'heartbeat_s', 'seed'), check=wandb_login_check)}
+            'wandb': Backend(run_wandb, unsupported=('gpus', 'storage', 'max_failures', 'heartbeat_s', 'seed'), check=wandb_login_check)}
 
 # %% ../nbs/07c_sweep.ipynb #rn0066i
 def backend_for(name:str, options:dict, defaults:dict)->Backend:
@@ -533,7 +725,8 @@ def backend_for(name:str, options:dict, defaults:dict)->Backend:
 # %% ../nbs/07c_sweep.ipynb #0060
 def sweep(yaml_path, # W&B sweep YAML (or dict)
           count:int|None=None, # trials to finish (completed or pruned); default: the grid, or run_cap
-          workers:int=1, # trials in parallel on this machine
+          workers:int|None=None, # trials in parallel on this machine; default one per GPU (see `gpus`), else 1
+          gpus=None, # GPUs for the trials, one each: 'all' (default: every visible GPU), '0,1,3', or 'none' (hide them)
           storage:str|None=None, # Optuna storage URL (PostgreSQL/MySQL); default SQLite in `out`
           backend:str='local', # 'local' (Optuna, no server) or 'wandb' (W&B sweep + agent)
           out=None, # sweep folder; default sweeps/<name>
@@ -546,12 +739,14 @@ def sweep(yaml_path, # W&B sweep YAML (or dict)
           verbose:bool=True, # print the plan, a line per finished trial and the `wandb sync` command
          )->Path:
     "Run a W&B sweep YAML locally with Optuna (or with W&B agents); the sweep folder with `results.csv`"
-    opts = dict(workers=workers, storage=storage, trainer_cmd=trainer_cmd, max_failures=max_failures,
+    opts = dict(workers=workers, gpus=gpus, storage=storage, trainer_cmd=trainer_cmd, max_failures=max_failures,
                 heartbeat_s=heartbeat_s, seed=seed, verbose=verbose)
     b = backend_for(backend, opts, {k: p.default for k,p in inspect.signature(sweep).parameters.items()})
+    opts['gpus'], opts['workers'] = resolve_gpus(gpus, workers)
     spec = validate_sweep(yaml_path, backend=backend, overrides=overrides)
     n = _trial_count(spec, count)
     if b.check: b.check()
+    if storage: check_storage(storage)
     check_sweep_data(spec)
     if preflight_check: preflight(spec)
     out = _prepare_out(spec, out)

@@ -198,20 +198,20 @@ def make_sampler(spec:SweepSpec, count:int|None=None, seed:int|None=0)->optuna.s
     return METHODS[spec.method].sampler(spec, count, seed)
 
 # %% ../nbs/07a_sweep_spec.ipynb #sp0015a
-def _num(x)->bool: return isinstance(x, (int, float)) and not isinstance(x, bool)
+def _is_num(x)->bool: return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 # %% ../nbs/07a_sweep_spec.ipynb #0015
 def _range_problems(dist:str, p:dict):
     "Impossible ranges in one parameter spec"
     lo, hi = p.get('min'), p.get('max')
     if 'min' in p and 'max' in p:
-        if not (_num(lo) and _num(hi)): yield 'min', f"min and max must be numbers, got {lo!r} and {hi!r}"
+        if not (_is_num(lo) and _is_num(hi)): yield 'min', f"min and max must be numbers, got {lo!r} and {hi!r}"
         elif lo >= hi: yield 'min', f"min ({lo}) must be less than max ({hi})"
         elif dist.endswith('_values') and lo <= 0: yield 'min', f"{dist} needs min > 0, got {lo}"
     if dist == 'int_uniform' and not all(isinstance(p.get(k), int) for k in ('min', 'max')):
         yield 'min', f"int_uniform needs integer min and max, got {lo!r} and {hi!r}"
     for k in ('q', 'sigma'):
-        if k in p and not (_num(p[k]) and p[k] > 0): yield k, f"{k} must be a positive number, got {p[k]!r}"
+        if k in p and not (_is_num(p[k]) and p[k] > 0): yield k, f"{k} must be a positive number, got {p[k]!r}"
     if 'values' in p:
         vs = p['values']
         if not isinstance(vs, list) or not vs: yield 'values', f"values must be a non-empty list, got {vs!r}"

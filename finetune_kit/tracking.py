@@ -30,12 +30,12 @@ def _is_secret(k, v) -> bool:
     return len(key) >= 16 and isinstance(v, str) and key in v
 
 # %% ../nbs/05_tracking.ipynb #0010
-def _plain(v):
+def _jsonable(v):
     "JSON-friendly copy of config value `v`"
     if isinstance(v, dict) or is_dataclass(v) and not isinstance(v, type): return clean_config(v)
-    if isinstance(v, (list, tuple, set)): return [_plain(o) for o in v]
+    if isinstance(v, (list, tuple, set)): return [_jsonable(o) for o in v]
     if v is None or isinstance(v, (bool, int, float, str)): return v
-    if isinstance(v, enum.Enum): return _plain(v.value)
+    if isinstance(v, enum.Enum): return _jsonable(v.value)
     if getattr(v, 'ndim', None) == 0 and hasattr(v, 'item'): return v.item()
     return str(v)
 
@@ -44,7 +44,7 @@ def clean_config(config:dict|object, # a dict or a dataclass (e.g. `TrainConfig`
                 ) -> dict:
     "Copy of `config` that is safe to log: secret-looking keys dropped, values JSON-friendly"
     if is_dataclass(config) and not isinstance(config, type): config = asdict(config)
-    return {str(k): _plain(v) for k, v in (config or {}).items() if not _is_secret(k, v)}
+    return {str(k): _jsonable(v) for k, v in (config or {}).items() if not _is_secret(k, v)}
 
 # %% ../nbs/05_tracking.ipynb #0014
 def _wandb_url() -> str:

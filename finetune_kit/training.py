@@ -20,15 +20,15 @@ from fastcore.imports import IN_NOTEBOOK
 from fastcore.basics import patch_to, noop
 from .config import TrainConfig, load_yaml
 from fastai.torch_core import default_device
-from .data import get_dls, check_data, _user_level
+from .data import get_dls, check_data, _user_level, test_dl
 from .models import pretrained_size
-from .learner import timm_learner
+from .learner import timm_learner, layer_lrs, WeightEMA, FlipTTA
 from . import plots
 
 # %% auto #0
 __all__ = ['CPU_IMG_SIZE', 'MIN_IMG_SIZE', 'MIN_STEPS', 'CPU_MAX_BATCH', 'GPU_MAX_BATCH', 'NanGuard', 'RunLog', 'save_weights',
            'EpochLine', 'image_side', 'auto_img_size', 'auto_batch_size', 'probe_batch_size', 'resolve_sizes',
-           'build_learner', 'fit_phases', 'bundle_info', 'finish_run', 'Result', 'run_dir', 'train']
+           'build_learner', 'fit_phases', 'bundle_info', 'extra_metrics', 'finish_run', 'Result', 'run_dir', 'train']
 
 # %% ../nbs/06_train.ipynb #0010
 class NanGuard(Callback):
@@ -57,8 +57,40 @@ class RunLog(Callback):
         pd.DataFrame([row]).to_csv(hist, mode='a', header=not hist.exists(), index=False)
         if row.get('valid_loss') is not None and row['valid_loss'] < self.best:
             self.best = row['valid_loss']
-            save_weights(self.learn.model, self.out/'model'/'model.safetensors')
+            save_weights(_saved_model(self.learn), self.out/'model'/'model.safetensors')  # the EMA's when on
         self._checkpoint(row['epoch'])
+
+# %% ../nbs/06_train.ipynb #rl0011a
+def _replace_synced(tmp:Path, path:Path):
+    "Flush the fully written `tmp` to disk (fsync), rename it to `path`, and flush the rename."
+    with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try: fd = os.open(Path(path).parent, os.O_RDONLY)
+    except OSError: return  # a folder that can't be opened (Windows): the rename is still atomic
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def _write_atomic(path:Path, data:str|bytes):
+    "Write `data` to `path` so that a kill at any moment leaves the old file or the new one, never half of one."
+    path = Path(path); tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    _replace_synced(tmp, path)
+
+# %% ../nbs/06_train.ipynb #rl0011b
+def _rng_state(learn)->dict:
+    "Every random state a resumed run needs to go on as if never stopped: Python's, NumPy's, torch's, the loaders' shuffles."
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(python=_plain(random.getstate()), numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                loaders=[_plain(dl.rng.getstate()) for dl in learn.dls.loaders])
+
+def _set_rng_state(learn, s:dict):
+    "Put back the random states `_rng_state` saved (plain lists and tensors, as `torch.load(weights_only=True)` gives them)."
+    random.setstate((s['python'][0], tuple(s['python'][1]), s['python'][2]))
+    np.random.set_state((s['numpy'][0], s['numpy'][1].numpy().astype(np.uint32), *s['numpy'][2:]))
+    torch.set_rng_state(s['torch'])
+    if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+    for dl, st in zip(learn.dls.loaders, s['loaders']): dl.rng.setstate((st[0], tuple(st[1]), st[2]))
 
 # %% ../nbs/06_train.ipynb #0012
 def _num(v):
@@ -66,14 +98,24 @@ def _num(v):
     try: return float(v)
     except (TypeError, ValueError): return None
 
+def _saved_model(learn)->torch.nn.Module:
+    "The model a run keeps: the weight EMA's when one is on, else the learner's."
+    ema = getattr(learn, 'weight_ema', None)
+    return ema.avg.module if ema is not None and ema.avg is not None else learn.model
+
+def _ema_state(learn)->dict:
+    "The weight EMA's checkpoint entry, if a `WeightEMA` is on."
+    ema = getattr(learn, 'weight_ema', None)
+    return {'ema': ema.state()} if ema is not None and ema.avg is not None else {}
+
 @patch_to(RunLog)
 def _checkpoint(self, epoch:int):
-    "Save model + optimizer state and where we are, atomically; other keys of `state.json` (extensions) are kept."
+    "Save model, optimizer and random states and where we are, atomically; other keys of `state.json` (extensions) are kept."
     ck = self.out/'checkpoint'; ck.mkdir(exist_ok=True)
-    torch.save({'model': self.learn.model.state_dict(), 'opt': _plain(self.learn.opt.state_dict())}, ck/'last.tmp')
-    os.replace(ck/'last.tmp', ck/'last.pth')
+    torch.save({'model': self.learn.model.state_dict(), 'opt': _plain(self.learn.opt.state_dict()), 'rng': _rng_state(self.learn), **_ema_state(self.learn)}, ck/'last.tmp')
+    _replace_synced(ck/'last.tmp', ck/'last.pth')
     old = json.loads((ck/'state.json').read_text()) if (ck/'state.json').exists() else {}
-    (ck/'state.json').write_text(json.dumps({**old, **dict(phase=self.phase, epoch=self.epoch + 1, done=epoch, best=self.best)}))
+    _write_atomic(ck/'state.json', json.dumps({**old, **dict(phase=self.phase, epoch=self.epoch + 1, done=epoch, best=self.best)}))
 
 # %% ../nbs/06_train.ipynb #0013
 def _plain(o):
@@ -84,11 +126,11 @@ def _plain(o):
 
 # %% ../nbs/06_train.ipynb #0014
 def save_weights(model:torch.nn.Module, path:Path):
-    "Write `model`'s weights as safetensors, atomically."
+    "Write `model`'s weights as safetensors, atomically (temporary file, fsync, rename)."
     from safetensors.torch import save_file
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().contiguous().cpu() for k,v in model.state_dict().items()}
-    save_file(sd, str(path.with_suffix('.tmp'))); os.replace(path.with_suffix('.tmp'), path)
+    save_file(sd, str(path.with_suffix('.tmp'))); _replace_synced(path.with_suffix('.tmp'), path)
 
 # %% ../nbs/06_train.ipynb #0016
 class EpochLine(Callback):
@@ -197,7 +239,7 @@ def build_learner(cfg:TrainConfig, progress:bool=True):
     dls = get_dls(cfg.data, img_size=cfg.img_size, batch_size=cfg.batch_size, valid_pct=cfg.valid_pct, seed=cfg.seed,
                   resize_method=cfg.resize_method, aug=cfg.aug, noise_std=cfg.noise_std, task=cfg.task,
                   label_delim=cfg.label_delim, label_re=cfg.label_re, num_workers=cfg.num_workers,
-                  max_items=cfg.max_items, progress=progress)
+                  max_items=cfg.max_items, test_pct=cfg.test_pct, progress=progress)
     if len(dls.train) == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(dls.train_ds)} training images: lower it")
     return timm_learner(dls, cfg.model_name, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path,
@@ -205,9 +247,9 @@ def build_learner(cfg:TrainConfig, progress:bool=True):
                         channels_last=cfg.channels_last, mixed_precision=cfg.mixed_precision)
 
 # %% ../nbs/06_train.ipynb #001a
-def _phases(cfg:TrainConfig, lr:float, extensions:list=())->list[tuple]:
-    "(phase, epochs, lr, epochs before this phase, freeze?) for the run, extensions (new one-cycles) last."
-    unfrozen, lrs = cfg.epochs - sum(e['epochs'] for e in extensions), slice(lr / cfg.lr_mult, lr)
+def _phases(cfg:TrainConfig, lr:float, extensions:list=(), lrs=None)->list[tuple]:
+    "(phase, epochs, lr, epochs before this phase, freeze?) for the run, extensions (new one-cycles) last; `lrs`: the unfrozen rates."
+    unfrozen, lrs = cfg.epochs - sum(e['epochs'] for e in extensions), slice(lr / cfg.lr_mult, lr) if lrs is None else lrs
     ps = [('frozen', cfg.freeze_epochs, lr, 0, True)] if cfg.freeze_epochs else []
     ps += [('unfrozen', unfrozen, lrs, cfg.freeze_epochs, False)] if unfrozen else []
     return ps + [(e['phase'], e['epochs'], lrs, e['after_epoch'], False) for e in extensions]
@@ -215,8 +257,9 @@ def _phases(cfg:TrainConfig, lr:float, extensions:list=())->list[tuple]:
 # %% ../nbs/06_train.ipynb #001b
 def fit_phases(learn, cfg:TrainConfig, lr:float, out:Path, resume:dict|None=None, verbose:bool=True):
     "Run the run's phases, logging to `out`; `resume` = {'phase','epoch','best','extensions'} skips what's done."
-    phases = _phases(cfg, lr, (resume or {}).get('extensions', []))
-    best, names = (resume or {}).get('best', math.inf), [p[0] for p in phases]
+    phases = _phases(cfg, lr, (resume or {}).get('extensions', []), layer_lrs(learn, lr, cfg.layer_decay) if cfg.layer_decay else None)
+    ema = WeightEMA(cfg.ema) if cfg.ema else None  # one average across the phases
+    best, names, restored = (resume or {}).get('best', math.inf), [p[0] for p in phases], not resume
     for phase, n, lrs, before, frozen in phases:
         start = 0
         if resume:
@@ -224,18 +267,21 @@ def fit_phases(learn, cfg:TrainConfig, lr:float, out:Path, resume:dict|None=None
             if phase == resume['phase']: start = resume['epoch']
         if start >= n: continue
         learn.freeze() if frozen else learn.unfreeze()
-        if resume and phase == resume['phase']: _restore(learn, out)
+        if not restored: _restore(learn, out, ema, new_phase=phase != resume['phase']); restored = True  # even when its phase had just ended
         log = RunLog(out, phase, before, best)
-        cbs = [log] + ([EpochLine(phase, cfg.freeze_epochs + cfg.epochs, before)] if verbose else [])
+        cbs = [log] + ([ema] if ema else []) + ([EpochLine(phase, cfg.freeze_epochs + cfg.epochs, before)] if verbose else [])
         learn.fit_one_cycle(n, lrs, wd=cfg.weight_decay, pct_start=0.99 if frozen else 0.25, start_epoch=start, cbs=cbs)
         best = log.best
         if learn.nan_guard.failed: break
 
-def _restore(learn, out:Path):
-    "Load the last checkpoint's model and optimizer state into `learn`."
+def _restore(learn, out:Path, ema:WeightEMA|None=None, new_phase:bool=False):
+    "Load the last checkpoint's model, optimizer and random states into `learn` (and the weight average into `ema`); a `new_phase` starts with a clear optimizer state, as `freeze`/`unfreeze` leave it."
     ck = torch.load(Path(out)/'checkpoint'/'last.pth', map_location=learn.dls.device, weights_only=True)
     learn.model.load_state_dict(ck['model'])
     learn.opt.load_state_dict(ck['opt'])
+    if new_phase: learn.opt.clear_state()
+    if ema is not None and 'ema' in ck: ema.load(ck['ema'], learn.model)
+    if 'rng' in ck: _set_rng_state(learn, ck['rng'])  # checkpoints written before random states were saved have none
 
 # %% ../nbs/06_train.ipynb #001d
 def _versions()->dict:
@@ -295,6 +341,19 @@ def _last_if_best(out:Path, learn)->dict|None:
     names = _metric_names(learn)
     return {n: float(hist[n].iloc[-1]) for n in names} if all(n in hist for n in names) else None
 
+# %% ../nbs/06_train.ipynb #ev01
+def extra_metrics(learn, tta:bool=False)->dict:
+    "Flip-TTA validation metrics (`tta_*`) when `tta`; test metrics (`test_*`, and `test_tta_*`) when there is a test split."
+    tdl, res = test_dl(learn.dls), {}
+    evals = [('tta_', None, True)] if tta else []
+    if tdl is not None: evals += [('test_', tdl, False)] + ([('test_tta_', tdl, True)] if tta else [])
+    for prefix, dl, flip in evals:
+        t0 = time.time()
+        vals = learn.validate(dl=dl, cbs=[FlipTTA()] if flip else None)
+        res.update({prefix + ('loss' if n == 'valid_loss' else n): float(v) for n, v in zip(_metric_names(learn), vals)})
+        res[prefix + 'time_s'] = time.time() - t0
+    return res | ({'n_test': len(tdl.dataset)} if tdl is not None else {})
+
 # %% ../nbs/06_train.ipynb #0020
 def finish_run(learn, cfg:TrainConfig, out:Path, status:str, fit_time:float, n_seen:int, extra:dict=None)->dict:
     "Reload the best weights, evaluate, write metrics.json, plots and the model bundle; return the metrics."
@@ -302,15 +361,16 @@ def finish_run(learn, cfg:TrainConfig, out:Path, status:str, fit_time:float, n_s
     t0 = time.time()
     best = out/'model'/'model.safetensors'
     usable = best.exists() and (status == 'completed' or status.startswith('stopped'))  # a stopped run keeps its best epoch
-    metrics = _last_if_best(out, learn) if status == 'completed' else None  # the model in memory is the best one
+    metrics = _last_if_best(out, learn) if status == 'completed' and not cfg.ema else None  # the model in memory is the best one
     if usable and metrics is None:
         learn.model.load_state_dict(load_file(str(best)))
         vals = learn.validate()
         metrics = dict(zip(_metric_names(learn), map(float, vals)))
     metrics = metrics or {}
     if usable:
+        metrics.update(extra_metrics(learn, cfg.tta))
         _eval_outputs(learn, out, learn.dls.task)
-        (out/'model'/'model.json').write_text(json.dumps(bundle_info(learn, cfg), indent=2))
+        _write_atomic(out/'model'/'model.json', json.dumps(bundle_info(learn, cfg), indent=2))
     from finetune_kit.tracking import peak_mem_gib
     from finetune_kit.models import model_family
     metrics.update(status=status, fit_time_s=fit_time, images_per_s=n_seen / max(fit_time, 1e-9),
@@ -319,7 +379,7 @@ def finish_run(learn, cfg:TrainConfig, out:Path, status:str, fit_time:float, n_s
                    n_train=len(learn.dls.train_ds), n_valid=len(learn.dls.valid_ds),
                    hardware=_hardware(learn), versions=_versions(), **(extra or {}))
     metrics['finish_time_s'] = time.time() - t0  # evaluation, plots and bundle
-    (out/'metrics.json').write_text(json.dumps(metrics, indent=2, default=str))
+    _write_atomic(out/'metrics.json', json.dumps(metrics, indent=2, default=str))
     if (out/'history.csv').exists(): _save(plots.plot_loss(pd.read_csv(out/'history.csv')), out/'loss.png')
     return metrics
 
@@ -437,6 +497,10 @@ def _extend(out:Path, cfg:TrainConfig, state:dict, epochs:int)->tuple[TrainConfi
 def _resume_state(cfg:TrainConfig, given:dict)->tuple[TrainConfig, dict]:
     "The saved config and checkpoint state of the run in `cfg.out`; a larger `epochs` extends it."
     out = Path(cfg.out or '')
+    if cfg.out and (out/'config.yaml').exists() and not (out/'checkpoint'/'state.json').exists():
+        saved = TrainConfig.from_yaml(out/'config.yaml', out=str(out))  # killed before its first checkpoint: start it again
+        _resume_keys(saved, cfg, given)
+        return (dataclasses.replace(saved, epochs=cfg.epochs) if 'epochs' in given else saved), None
     if not cfg.out or not (out/'checkpoint'/'state.json').exists():
         raise FileNotFoundError(f"--resume needs --out pointing at an interrupted run folder with a checkpoint; "
                                 f"{str(out)!r} has no checkpoint/state.json")
@@ -447,7 +511,7 @@ def _resume_state(cfg:TrainConfig, given:dict)->tuple[TrainConfig, dict]:
         raise ValueError(f"{str(out)!r} is a finished run ({_describe(out)}): nothing to resume; to train it longer pass "
                          f"--resume with more --epochs than its {saved.epochs}, or start a new run with a new --out")
     h = out/'history.csv'  # a kill between the history row and the checkpoint: that epoch is redone
-    if h.exists(): pd.read_csv(h).query(f"epoch <= {state['done']}").to_csv(h, index=False)
+    if h.exists(): _write_atomic(h, pd.read_csv(h).query(f"epoch <= {state['done']}").to_csv(index=False))
     return saved, state
 
 # %% ../nbs/06_train.ipynb #c4c7e0dc
@@ -488,7 +552,7 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
     learn = build_learner(cfg, progress=verbose)  # bad data or model names fail here, before a run folder exists
     t_setup = time.time() - t_setup  # data check, loading and the model
     out = run_dir(cfg)
-    if not resume: _clear(out); cfg.to_yaml(out/'config.yaml', notes=sizes)
+    if state is None: _clear(out); cfg.to_yaml(out/'config.yaml', notes=sizes)  # a new run, or one killed before its first checkpoint
     session, lines = _setup(learn, cfg, out, verbose)
     if cbs: learn.add_cbs(cbs)
     lr, extra = _pick_lr(learn, cfg, out)
