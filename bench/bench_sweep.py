@@ -15,19 +15,11 @@ trials, in their order and in 200 shuffled orders (`replay_pruner`); `--report D
 import argparse, json, random, shutil, time
 from pathlib import Path
 import pandas as pd
-from finetune_kit.datasets import sample_path
+from finetune_kit.datasets import sample_subset
 from finetune_kit.sweep_pruner import replay_pruner, WandbHyperband, hyperband_bands
 from finetune_kit.sweep import sweep
 
 VARIANTS = {'full': None, 'strict': True, 'lenient': False}   # arm -> hyperband's `strict` (None: no pruning)
-
-def sample_slice(dest:Path, n_train:int, n_valid:int)->Path:
-    "The first `n_train`/`n_valid` images per class of `sample`, copied to `dest`"
-    for split, n in (('train', n_train), ('valid', n_valid)):
-        for cls in sorted((sample_path()/split).iterdir()):
-            (dest/split/cls.name).mkdir(parents=True, exist_ok=True)
-            for f in sorted(cls.iterdir())[:n]: shutil.copy(f, dest/split/cls.name)
-    return dest
 
 def early_terminate(args, strict:bool)->dict: return {'type': 'hyperband', 'min_iter': args.min_iter, 'eta': args.eta, 'strict': strict}
 
@@ -108,7 +100,7 @@ def main():
         root = Path(args.report); args.__dict__.update({k: v for k, v in json.loads((root/'bench_sweep.json').read_text())['args'].items() if k in ('min_iter', 'eta')})
         return report(root, args)
     root = Path(args.out)/time.strftime('%Y%m%d-%H%M%S')
-    args.data = args.data or str(sample_slice(root/'data', *args.per_class))
+    args.data = args.data or str(sample_subset(root/'data', *args.per_class))
     for arm in ['full', *args.arms]: run(args, arm, root)
     out = report(root, args)
     (root/'bench_sweep.json').write_text(json.dumps(dict(args=vars(args), **out), indent=1))

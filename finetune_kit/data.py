@@ -215,6 +215,7 @@ def check_file(fn, keep=None) -> tuple: # keep: a `_Decoded` to add the decoded,
             im.load()
             return True, '', mode, w, h, md5
     except UnidentifiedImageError: return False, 'not an image', '', 0, 0, md5
+    except Image.DecompressionBombError as e: return False, f'decompression bomb (PIL refuses it): {e}', '', 0, 0, md5
     except Exception as e: return False, f'corrupt or truncated: {e}', '', 0, 0, md5
 
 # %% ../nbs/01_data.ipynb #0024

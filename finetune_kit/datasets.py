@@ -16,7 +16,8 @@ from fastprogress.fastprogress import progress_bar
 # %% auto #0
 __all__ = ['FMNIST_CLASSES', 'DEBIAN_FMNIST_DIR', 'SAMPLE_N_TRAIN', 'SAMPLE_N_VALID', 'SAMPLE_SEED', 'SAMPLE_VERSION',
            'SAMPLE_FILE', 'DATASETS', 'cache_dir', 'read_idx', 'write_idx', 'load_fmnist_split', 'balanced_subset',
-           'build_sample', 'load_sample', 'sample_path', 'fashion_mnist_path', 'resolve_data', 'show_sample_grid']
+           'build_sample', 'load_sample', 'sample_path', 'sample_subset', 'fashion_mnist_path', 'resolve_data',
+           'show_sample_grid']
 
 # %% ../nbs/00_datasets.ipynb #0006
 def cache_dir() -> Path:
@@ -121,6 +122,20 @@ def sample_path() -> Path:
         s = load_sample()
         for split in ('train', 'valid'): _write_pngs(tmp, s[f'x_{split}'], s[f'y_{split}'], s[f'idx_{split}'], split)
     return _atomic_dir(cache_dir()/f'fashion-mnist-sample-{SAMPLE_VERSION}', fill)
+
+# %% ../nbs/00_datasets.ipynb #001d2
+def sample_subset(dest, # folder to create (train/ and valid/ with one folder per class)
+                  n_train:int, # images per class in train/
+                  n_valid:int|None=None, # images per class in valid/ (default: a quarter of n_train, at least 1)
+                  classes=None)->Path: # class names (default: all ten)
+    "The first `n_train`/`n_valid` images of each of `classes` of the bundled sample, copied into `dest`."
+    src, dest = sample_path(), Path(dest)
+    n_valid = max(1, n_train // 4) if n_valid is None else n_valid
+    for split, k in (('train', n_train), ('valid', n_valid)):
+        for c in classes or FMNIST_CLASSES:
+            (dest/split/c).mkdir(parents=True, exist_ok=True)
+            for f in sorted((src/split/c).glob('*.png'))[:k]: shutil.copy(f, dest/split/c/f.name)
+    return dest
 
 # %% ../nbs/00_datasets.ipynb #001f
 def _download_fmnist() -> Path:

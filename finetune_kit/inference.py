@@ -22,10 +22,24 @@ def load_bundle(model_dir)->tuple[torch.nn.Module, dict]:
     model_dir = Path(model_dir)
     if not (model_dir/'model.json').is_file():
         raise FileNotFoundError(f"{str(model_dir)!r} is not a model bundle (no model.json): pass a run's OUT/model folder")
-    info = json.loads((model_dir/'model.json').read_text())
-    model = timm.create_model(info['arch'], pretrained=False, num_classes=info['num_classes'], global_pool=POOLS[info['pool']])
-    model.load_state_dict(load_file(str(model_dir/'model.safetensors')))
+    info, model = _bundle_model(model_dir/'model.json')
+    try: model.load_state_dict(load_file(str(model_dir/'model.safetensors')))
+    except Exception as e: raise _bad_file(model_dir/'model.safetensors', e, "edited, truncated or not this model.json's") from None
     return model.eval(), info
+
+def _bad_file(f:Path, e:Exception, what:str)->ValueError:
+    "A one-line error naming the bundle file `f` that can't be used, and why."
+    msg = ' '.join(str(e).split())[:200]
+    return ValueError(f"{str(f)!r} is not a usable model bundle file ({what}: {type(e).__name__}: {msg}): copy the run's model/ folder again, or retrain")
+
+def _bundle_model(f:Path)->tuple[dict, torch.nn.Module]:
+    "The info in bundle file `f` (model.json) and the untrained timm model it describes; a `ValueError` naming `f` if it can't be."
+    import timm
+    try:
+        info = json.loads(f.read_text())
+        if len(info['vocab']) != int(info['num_classes']): raise ValueError(f"{len(info['vocab'])} labels in vocab for num_classes={info['num_classes']}")
+        return info, timm.create_model(str(info['arch']), pretrained=False, num_classes=int(info['num_classes']), global_pool=POOLS[info['pool']])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e: raise _bad_file(f, e, 'edited or half-written') from None
 
 # %% ../nbs/06a_inference.ipynb #0034
 _IMG_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp'}

@@ -80,8 +80,8 @@ def _metric_goal(sweep_dir:Path)->tuple[str, str]:
 def _group(trials:pd.DataFrame, scores:list[dict], metric:str, goal:str)->list[int]:
     "Rows of `trials` sharing `_SAME` with the best-scored trial."
     best = sorted(range(len(trials)), key=lambda i: scores[i]['valid'][metric], reverse=goal == 'maximize')[0]
-    same = (trials[list(_SAME)] == trials.iloc[best][list(_SAME)]).all(axis=1)
-    return [i for i in range(len(trials)) if same.iloc[i]]
+    key = lambda i: tuple(str(trials.iloc[i][k]) for k in _SAME)  # str: None == None
+    return [i for i in range(len(trials)) if key(i) == key(best)]
 
 # %% ../nbs/08a_soup.ipynb #s015
 def _check(sweep_dir:Path, trials:pd.DataFrame, metric:str, names:list):

@@ -19,9 +19,5 @@ def cli(): return run_cli
 
 def copy_sample(root:Path, n_train:int, n_valid:int, classes=('Trouser', 'Bag', 'Sneaker')) -> Path:
     "The first `n_train`/`n_valid` real Fashion-MNIST images of `classes` from `sample`, as train/ and valid/ folders."
-    from finetune_kit.datasets import sample_path
-    for split, n in (('train', n_train), ('valid', n_valid)):
-        for cls in classes:
-            (root/split/cls).mkdir(parents=True)
-            for f in sorted((sample_path()/split/cls).glob('*.png'))[:n]: shutil.copy(f, root/split/cls/f.name)
-    return root
+    from finetune_kit.datasets import sample_subset
+    return sample_subset(root, n_train, n_valid, classes)

@@ -373,7 +373,7 @@ def _trial_cfg(runs, run):
 def _sweep_with_spec(tmp_path, metric='accuracy', goal='maximize'):
     "The fixture sweep copied, with the `sweep.yaml` that `finetune-kit sweep` writes (a dump of its SweepSpec)."
     from dataclasses import asdict
-    from finetune_kit.sweep import SweepSpec
+    from finetune_kit.sweep_spec import SweepSpec
     d = tmp_path/'sweep'
     shutil.copytree(SWEEP, d)
     spec = SweepSpec('grid', {'learning_rate': {'values': [3e-4, 1e-3, 3e-3, 1e-2]}}, {'data': 'sample'}, metric, goal)
@@ -400,7 +400,7 @@ def test_metric_goals_registry():
                                              'peak_mem'))
     assert all(g[m] == 'maximize' for m in ('accuracy', 'accuracy_multi', 'roc_auc', 'f1', 'precision', 'recall',
                                              'fbeta_multi'))
-    from finetune_kit.sweep import METRICS
+    from finetune_kit.sweep_spec import METRICS
     assert set(METRICS) <= set(g)  # every metric a sweep may optimise has a direction
 
 

@@ -249,7 +249,7 @@ def test_explorer_updates_on_change():
 
 def test_explorer_uses_the_sweeps_metric_and_goal(tmp_path):
     from dataclasses import asdict
-    from finetune_kit.sweep import SweepSpec
+    from finetune_kit.sweep_spec import SweepSpec
     d = Path(shutil.copytree(SWEEP, tmp_path/'sweep'))
     spec = SweepSpec('grid', {'learning_rate': {'values': [3e-4, 1e-3]}}, {'data': 'sample'}, 'accuracy', 'maximize')
     (d/'sweep.yaml').write_text(yaml.safe_dump(asdict(spec)))

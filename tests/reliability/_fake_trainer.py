@@ -1,5 +1,5 @@
 """A stand-in for `finetune-kit train --config C --out D` (the run folder contract in a few lines): history.csv row by row,
-then metrics.json. learning_rate > 1 gives a NaN loss (failed, exit 1); learning_rate == 0.5 a 'completed' run whose
+then metrics.json. learning_rate > 1 gives a NaN loss (failed, exit 1); 0.5 <= learning_rate <= 1 a 'completed' run whose
 valid_loss is inf (exit 0), which the sweep must not count."""
 import argparse, json, math, os, sys, time, yaml
 ap = argparse.ArgumentParser(); ap.add_argument('--config'); ap.add_argument('--out'); a = ap.parse_args()
@@ -11,7 +11,7 @@ hist = os.path.join(out, 'history.csv')
 with open(hist, 'w') as f: f.write('phase,epoch,train_loss,valid_loss,error_rate,time_s\n')
 for e in range(epochs):
     time.sleep(float(os.environ.get('FAKE_EPOCH_S', '0')))
-    loss = float('nan') if lr > 1 else float('inf') if lr == 0.5 else (math.log10(lr) + 2.5)**2 + 1/(e + 1)
+    loss = float('nan') if lr > 1 else float('inf') if 0.5 <= lr <= 1 else (math.log10(lr) + 2.5)**2 + 1/(e + 1)
     with open(hist, 'a') as f: f.write(f'unfrozen,{e + 1},{loss},{loss},0.5,0.1\n')
     if math.isnan(loss):
         json.dump({'status': 'failed: nan loss'}, open(os.path.join(out, 'metrics.json'), 'w'))

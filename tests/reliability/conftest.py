@@ -37,7 +37,7 @@ class Zygote:
         self.tmp, self.n = Path(tmp), 0
         env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'FINETUNE_KIT_NO_CACHE': '1',
                'FINETUNE_KIT_CACHE': str(self.tmp/'kit_cache'), 'WANDB_MODE': 'offline', 'WANDB_SILENT': 'true',
-               'MPLBACKEND': 'Agg', 'PYTHONUNBUFFERED': '1', 'PYTHONPATH': str(HERE.parents[1])}
+               'MPLBACKEND': 'Agg', 'PYTHONUNBUFFERED': '1', 'PYTHONPATH': str(HERE.parent)}
         self.proc = subprocess.Popen([sys.executable, str(HERE/'_zygote.py')], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env)
         assert self.proc.stdout.readline().strip() == 'ready'
