@@ -20,15 +20,13 @@ from PIL import Image
 
 OPTIONS = {'base': dict(tta=True), 'ema': dict(ema=0.999), 'layer_decay': dict(layer_decay=0.75)}
 
-def sample_subset(root:Path, n_train:int, n_valid:int, n_test:int)->Path:
-    "The first images of each class of the sample: train/ from its train/, valid/ and test/ from its valid/."
-    from finetune_kit.datasets import sample_path
-    for cls in sorted(p.name for p in (sample_path()/'train').iterdir() if p.is_dir()):
-        tr, va = sorted((sample_path()/'train'/cls).glob('*.png')), sorted((sample_path()/'valid'/cls).glob('*.png'))
-        k = lambda n: n // 10
-        for split, fs in (('train', tr[:k(n_train)]), ('valid', va[:k(n_valid)]), ('test', va[k(n_valid):k(n_valid) + k(n_test)])):
-            (root/split/cls).mkdir(parents=True, exist_ok=True)
-            for f in fs: shutil.copy(f, root/split/cls/f.name)
+def sample_split(root:Path, n_train:int, n_valid:int, n_test:int)->Path:
+    "`datasets.sample_subset` (first images of each class) plus test/: the next images of the sample's valid/."
+    from finetune_kit.datasets import sample_subset, sample_path
+    sample_subset(root, n_train // 10, n_valid // 10)
+    for c in sorted(p.name for p in (root/'valid').iterdir()):
+        (root/'test'/c).mkdir(parents=True, exist_ok=True)
+        for f in sorted((sample_path()/'valid'/c).glob('*.png'))[n_valid // 10:(n_valid + n_test) // 10]: shutil.copy(f, root/'test'/c/f.name)
     return root
 
 def digits(root:Path, n_train:int, n_valid:int, n_test:int)->Path:
@@ -42,7 +40,7 @@ def digits(root:Path, n_train:int, n_valid:int, n_test:int)->Path:
             Image.fromarray((d.images[i] * 255 / 16).astype('uint8')).resize((32, 32), Image.NEAREST).save(root/split/str(d.target[i])/f'{i}.png')
     return root
 
-DATASETS = {'sample': sample_subset, 'digits': digits}
+DATASETS = {'sample': sample_split, 'digits': digits}
 
 def run(data:Path, option:str, seed:int, a, out:Path)->dict:
     from finetune_kit.training import train

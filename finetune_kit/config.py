@@ -22,9 +22,13 @@ _Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'''^[-+]?(?
                               list('-+0123456789.'))
 
 # %% ../nbs/00_config.ipynb #0006b
-def load_yaml(text:str):
-    "Safe-load YAML `text` as W&B does: numbers like `1e-5` are floats."
-    return yaml.load(text, Loader=_Loader)
+def load_yaml(text:str, source:str='YAML'):
+    "Safe-load YAML `text` as W&B does (numbers like `1e-5` are floats); a `ValueError` naming `source` if it can't."
+    try: return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        raise ValueError(f"{source}{f', line {mark.line + 1}' if mark else ''}: {getattr(e, 'problem', None) or e} "
+                         "(only plain YAML is read: no !!python tags or other objects)") from None
 
 # %% ../nbs/00_config.ipynb #000a
 @dataclass
@@ -142,7 +146,7 @@ def from_yaml(cls, path, **overrides)->TrainConfig:
     "A `TrainConfig` from a YAML file (safe-loaded, YAML 1.2 numbers), with `overrides` on top."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"Config file {str(path)!r} not found")
-    d = load_yaml(path.read_text()) or {}
+    d = load_yaml(path.read_text(), str(path)) or {}
     if not isinstance(d, dict): raise ValueError(f"{path}: expected a mapping of config keys, got {type(d).__name__}")
     return cls.from_dict({**d, **overrides})
 

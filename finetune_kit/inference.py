@@ -10,6 +10,7 @@ import json, functools
 from pathlib import Path
 import torch
 from .learner import POOLS
+from .transforms import draft_rgb
 
 # %% auto #0
 __all__ = ['load_bundle', 'predict']
@@ -64,9 +65,10 @@ def _prep(img, info:dict)->torch.Tensor:
 # %% ../nbs/06a_inference.ipynb #c4c7e0a3
 def _read(path):
     "The image at `path`, fully decoded as RGB, or a one-line reason why it can't be read."
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
     from fastai.vision.core import PILImage
-    try: return PILImage.create(path).convert('RGB')  # convert() decodes the whole file: truncation shows here
+    try:  # as training reads it (`draft_rgb`); converting decodes the whole file, so truncation shows here
+        with Image.open(path) as im: return PILImage.create(draft_rgb(im))
     except UnidentifiedImageError: return 'not an image'
     except Exception as e: return ' '.join(f'corrupt or truncated: {e}'.split())
 

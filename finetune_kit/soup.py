@@ -9,6 +9,8 @@ from __future__ import annotations
 import json, dataclasses
 from pathlib import Path
 import pandas as pd, torch, yaml
+from fastcore.basics import noop
+from fastai.callback.progress import ProgressCallback
 from .config import TrainConfig
 from .data import test_dl
 from .training import build_learner, save_weights, _metric_names
@@ -48,7 +50,9 @@ def average_weights(sds:list[dict])->dict:
 def _soup_learner(trial:Path):
     "A learner on `trial`'s data and split, with no pretrained weights loaded (the soup's replace them)."
     cfg = TrainConfig.from_yaml(Path(trial)/'config.yaml')
-    return build_learner(dataclasses.replace(cfg, pretrained=False, pretrained_path=None), progress=False)
+    learn = build_learner(dataclasses.replace(cfg, pretrained=False, pretrained_path=None), progress=False)
+    learn.remove_cb(ProgressCallback); learn.logger = noop  # scoring prints nothing
+    return learn
 
 def score(learn, sd:dict, test:bool=True)->dict:
     "`{'valid': metrics, 'test': metrics or None}` of the weights `sd` on `learn`'s validation (and test) images."

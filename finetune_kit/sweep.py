@@ -329,7 +329,7 @@ class LocalSweep:
     gpus:GpuPool=field(default_factory=GpuPool) # GPU ids handed to running trials, one each
     server_lock:Callable|None=None # a lock every machine shares (PostgreSQL), held with the folder's to claim a trial
     grace_s:float=30 # a running trial whose heartbeat is older than this is lost (3 heartbeats)
-    db_ok_since:float=0 # when the database last came back after going away
+    db_failed_at:float=0 # when a call to the database last failed: no trial is declared lost until `grace_s` later
 
 # %% ../nbs/07c_sweep.ipynb #0050
 @patch
@@ -360,13 +360,12 @@ def db(self:LocalSweep, fn, *args, **kwargs):
         try: r = fn(*args, **kwargs)
         except Exception as e:
             if not _connection_lost(e) or (t0 and time.time() - t0 > _DB_RETRY_S): raise
+            self.db_failed_at = time.time()
             if t0 is None:
                 t0 = time.time()
                 if self.verbose: print(f"database unreachable, retrying for up to {_DB_RETRY_S} s: {_reason(e)}", flush=True)
             time.sleep(1); continue
-        if t0:
-            self.db_ok_since = time.time()
-            if self.verbose: print(f"database back after {time.time() - t0:.0f} s", flush=True)
+        if t0 and self.verbose: print(f"database back after {time.time() - t0:.0f} s", flush=True)
         return r
 
 # %% ../nbs/07c_sweep.ipynb #0051
@@ -385,7 +384,7 @@ _WAIT = 'wait'
 def claim(self:LocalSweep):
     "Under the folder's lock (and the study's, across machines): a new trial, `None` once the sweep is done, else 'wait'"
     with self.locked(), (self.server_lock or nullcontext)(), quiet_optuna():
-        if time.time() - self.db_ok_since > self.grace_s: optuna.storages.fail_stale_trials(self.study)
+        if time.time() - self.db_failed_at > self.grace_s: optuna.storages.fail_stale_trials(self.study)
         ts = self.study.get_trials(deepcopy=False)
         n = {s: sum(t.state == s for t in ts) for s in TrialState}
         done, running, left = n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING], _grid_left(self.spec, ts)
@@ -419,12 +418,15 @@ def _n_epochs(cfg:dict)->int:
     return int(c.get('freeze_epochs') or 0) + int(c.get('epochs') or 0)
 
 # %% ../nbs/07c_sweep.ipynb #rn0053d
+_LOST = 'failed: lost (declared lost while this worker was cut off; retried elsewhere)'
+
 @patch
 def _on_epoch(self:LocalSweep, trial, row:dict, epoch:int, last:int)->str|None:
     "Report an epoch's metric to the pruner; 'pruned' when Hyperband stops the trial before its `last` epoch"
     v = _float(row.get(self.spec.metric))
     if v is None: return None
-    self.db(trial.report, v, epoch)
+    try: self.db(trial.report, v, epoch)
+    except optuna.exceptions.UpdateFinishedTrialError: return _LOST
     return 'pruned' if epoch < last and self.db(trial.should_prune) else None
 
 # %% ../nbs/07c_sweep.ipynb #1a7e001c
@@ -447,15 +449,17 @@ def _ticker(self:LocalSweep, trial):
 
 # %% ../nbs/07c_sweep.ipynb #0056
 @patch
-def tell(self:LocalSweep, trial, status:str, metrics:dict, epochs:int):
-    "Store a finished trial's status, metrics and epochs, and tell Optuna (once: a retried call finds it told)"
+def tell(self:LocalSweep, trial, status:str, metrics:dict, epochs:int)->bool:
+    "Store a finished trial's status, metrics and epochs, and tell Optuna; False when it was declared lost meanwhile"
     keep = {k: v for k,v in metrics.items() if isinstance(v, (int, float, str, bool)) and k != 'status'}
     state = TrialState.COMPLETE if status == 'completed' else TrialState.PRUNED if status == 'pruned' else TrialState.FAIL
     def once():
-        if self.study._storage.get_trial(trial._trial_id).state.is_finished(): return
+        ft = self.study._storage.get_trial(trial._trial_id)
+        if ft.state.is_finished(): return ft.user_attrs.get('status') == status   # told already (a retried call), or lost
         for k,v in dict(status=status, metrics=keep, epochs=epochs).items(): trial.set_user_attr(k, v)
         self.study.tell(trial, float(metrics[self.spec.metric]) if state == TrialState.COMPLETE else None, state=state)
-    self.db(once)
+        return True
+    return self.db(once)
 
 # %% ../nbs/07c_sweep.ipynb #rn0055l
 @patch
@@ -478,7 +482,7 @@ def run_trial(self:LocalSweep, trial)->str:
         finally: _stop(proc)
     metrics = {}
     if status is None: status, metrics = trial_outcome(proc.returncode, d, self.spec.metric)
-    self.tell(trial, status, metrics, epochs)
+    if not self.tell(trial, status, metrics, epochs): status = _LOST
     if status == _STOPPED: self.db(self.requeue, trial)
     return status
 
@@ -540,7 +544,7 @@ def trial_line(self:LocalSweep, trial)->str:
 def record(self:LocalSweep, trial, status:str):
     "Count consecutive failures (stopping the sweep at `max_failures`), rewrite `results.csv`, print the trial's line"
     with self.locked():
-        if status.startswith('failed') and status != _STOPPED: self.failures.append((trial.number, status))
+        if status.startswith('failed') and status not in (_STOPPED, _LOST): self.failures.append((trial.number, status))
         elif not status.startswith('failed'): self.failures.clear()
         if len(self.failures) >= self.max_failures: self.stop.set()
         tmp = self.out/'.results.csv'

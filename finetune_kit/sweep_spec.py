@@ -44,7 +44,7 @@ def _read_sweep(src)->tuple[dict, dict, str]:
     if not p.exists(): raise FileNotFoundError(f"Sweep file {str(p)!r} not found: pass a W&B sweep YAML, "
                                                f"e.g. {SWEEP_EXAMPLE}")
     text = p.read_text()
-    d = load_yaml(text)
+    d = load_yaml(text, str(p))
     if not isinstance(d, dict): raise ValueError(f"{p}: a sweep YAML is a mapping with method, metric and parameters")
     return d, yaml_lines(text), d.get('name') or p.stem
 

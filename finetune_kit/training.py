@@ -416,7 +416,7 @@ def _as_dict(cfg)->dict:
     "The config keys given as a `TrainConfig` (all of them), a dict, a YAML path or None."
     if cfg is None: return {}
     if isinstance(cfg, TrainConfig): return asdict(cfg)
-    if isinstance(cfg, (str, Path)): return load_yaml(Path(cfg).read_text()) or {}
+    if isinstance(cfg, (str, Path)): return load_yaml(Path(cfg).read_text(), str(cfg)) or {}
     return dict(cfg)
 
 def _as_config(cfg, overrides:dict)->TrainConfig: return TrainConfig.from_dict({**_as_dict(cfg), **overrides})

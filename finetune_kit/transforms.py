@@ -7,7 +7,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/transforms.html.md"""
 # %% ../nbs/02_transforms.ipynb #0002
 from __future__ import annotations
 from pathlib import Path
-import torch
+import numpy as np, torch
 from PIL import Image
 from fastai.vision.augment import Resize, ResizeMethod, PadMode, aug_transforms
 from fastai.vision.core import PILImage
@@ -20,9 +20,12 @@ __all__ = ['RESIZE_METHODS', 'AUG_PRESETS', 'draft_rgb', 'OpenImage', 'resize_tf
            'normalize_tfm', 'get_tfms']
 
 # %% ../nbs/02_transforms.ipynb #draft-rgb
+_WIDE = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')  # 16-bit (and 32-bit integer) grey: values up to 65535
+
 def draft_rgb(im:Image.Image, draft:int|None=None) -> Image.Image:
-    "Opened image `im` decoded in RGB; a JPEG at the smallest scale keeping both sides >= `draft` pixels."
+    "Opened image `im` decoded in 8-bit RGB (16-bit grey scaled, not clipped); a JPEG at the smallest scale keeping both sides >= `draft`."
     if draft and im.format == 'JPEG': im.draft('RGB', (draft, draft))
+    if im.mode in _WIDE: im = Image.fromarray((np.asarray(im, dtype=np.float32) / 257).clip(0, 255).astype(np.uint8))
     return im.convert('RGB')
 
 # %% ../nbs/02_transforms.ipynb #open-tfm

@@ -48,8 +48,8 @@ class Server:
         (self.root/'pw').write_text('postgres-pw\n')
         self.run('initdb', '-D', self.root/'data', '-U', 'postgres', '--auth-local=trust', '--auth-host=scram-sha-256',
                  f'--pwfile={self.root/"pw"}', '-E', 'UTF8', '--no-instructions')
-        opts = f"-k {self.root} -h 127.0.0.1 -p {self.port} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self.run('pg_ctl', '-D', self.root/'data', '-l', self.root/'log', '-w', '-t', '60', '-o', opts, 'start')
+        self.opts = f"-k {self.root} -h 127.0.0.1 -p {self.port} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self.run('pg_ctl', '-D', self.root/'data', '-l', self.root/'log', '-w', '-t', '60', '-o', self.opts, 'start')
         self.sql("CREATE USER kit PASSWORD 'kitpw'")
     def sql(self, q): return self.run('psql', '-h', self.root, '-p', self.port, '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', q)
     def database(self, name):
@@ -57,7 +57,12 @@ class Server:
         self.sql(f'CREATE DATABASE {name} OWNER kit')
         return self.url(name)
     def url(self, name, password='kitpw', port=None): return f'postgresql://kit:{password}@127.0.0.1:{port or self.port}/{name}'
-    def restart(self): self.run('pg_ctl', '-D', self.root/'data', '-w', '-t', '60', '-m', 'fast', 'restart')
+    def restart(self, down_s=0):
+        "Restart the server (`pg_ctl restart -m fast`: clients are disconnected), staying down `down_s` seconds in between"
+        if not down_s: return self.run('pg_ctl', '-D', self.root/'data', '-l', self.root/'log', '-w', '-t', '60', '-m', 'fast', 'restart', timeout=90)
+        self.run('pg_ctl', '-D', self.root/'data', '-w', '-t', '60', '-m', 'fast', 'stop', timeout=90)
+        time.sleep(down_s)
+        self.run('pg_ctl', '-D', self.root/'data', '-l', self.root/'log', '-w', '-t', '60', '-o', self.opts, 'start', timeout=90)
     def stop(self): self.run('pg_ctl', '-D', self.root/'data', '-w', '-m', 'immediate', 'stop')
 
 @pytest.fixture(scope='session')
@@ -159,17 +164,23 @@ def test_sigkill_one_machine_mid_trial(pg, fake, tmp_path):
     assert retry.datetime_start.timestamp() - killed_at < 3*1 + 10   # retried within the grace (3 heartbeats) and a poll
 
 def test_database_restart_mid_sweep(pg, fake, tmp_path):
-    "PostgreSQL restarted while two machines run trials: they reconnect and finish; nothing lost, nothing doubled"
-    url, y = pg.database('restart'), _yaml(tmp_path)
-    outs = [tmp_path/'a', tmp_path/'b']
-    procs = [_machine(fake, y, o, url, '--count', 6, '--heartbeat_s', 2, epoch_s=0.5) for o in outs]
+    "PostgreSQL restarted while two machines run trials and a third waits: all reconnect and finish; nothing lost or doubled"
+    url, y = pg.database('restart'), _yaml(tmp_path, parameters={**SWEEP['parameters'], 'epochs': {'value': 8}})
+    outs = [tmp_path/'a', tmp_path/'b', tmp_path/'c']
+    run = lambda o: _machine(fake, y, o, url, '--count', 2, '--heartbeat_s', 1, epoch_s=0.6)
+    procs = [run(o) for o in outs[:2]]
     running = lambda: [d for o in outs for d in _trial_dirs(o).values() if (d/'history.csv').exists() and not (d/'metrics.json').exists()]
-    _wait_for(lambda: len(running()) >= 2, 90)
-    pg.restart()
+    _wait_for(lambda: len(running()) == 2, 90)
+    procs.append(run(outs[2]))   # a third machine, with nothing left to start: it waits, asking the study every second
+    study = optuna.load_study(study_name='pg', storage=url)
+    _wait_for(lambda: study._storage.get_study_system_attrs(study._study_id).get('openings') == 3, 60)
+    assert len(running()) == 2
+    pg.restart(down_s=5)   # calls in flight fail and are retried; every heartbeat stops for longer than the grace (3 s)
     logs = [p.communicate(timeout=150)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [l[-3000:] for l in logs]
-    assert any('database unreachable' in l and 'database back' in l for l in logs), logs
-    _check_exactly(url, outs, 6)
+    assert [p.returncode for p in procs] == [0, 0, 0], [l[-3000:] for l in logs]
+    assert all('database unreachable' in l and 'database back' in l for l in logs), logs
+    _check_exactly(url, outs, 2)
+    assert not _trial_dirs(outs[2])   # the waiting machine did not declare the others' trials lost and run them again
 
 def test_wrong_password_and_unreachable_port(pg, fake, tmp_path):
     "A wrong password, or a port nothing listens on: one line naming the URL without its password, within seconds"
