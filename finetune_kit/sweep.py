@@ -346,9 +346,10 @@ def locked(self:LocalSweep):
 _DB_RETRY_S = 120  # how long workers wait for a database that went away (a restart, a network blip)
 
 def _connection_lost(e:BaseException)->bool:
-    "Whether `e` (or the error behind an Optuna `StorageInternalError`) is a failed database connection"
+    "Whether `e` (or the error behind an Optuna `StorageInternalError`) comes from a lost database connection"
     import sqlalchemy.exc as sx
     if isinstance(e, optuna.exceptions.StorageInternalError): e = e.__cause__
+    if isinstance(e, sx.PendingRollbackError): return True   # a session whose connection died mid-transaction; rolled back now
     return isinstance(e, (sx.OperationalError, sx.InterfaceError)) or bool(getattr(e, 'connection_invalidated', False))
 
 # %% ../nbs/07c_sweep.ipynb #db0004

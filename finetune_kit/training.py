@@ -235,10 +235,12 @@ def resolve_sizes(cfg:TrainConfig, progress:bool=True, device=None)->tuple[Train
 
 # %% ../nbs/06_train.ipynb #0018
 def build_learner(cfg:TrainConfig, progress:bool=True):
-    "DataLoaders and a `timm_learner` for `cfg`."
+    "DataLoaders and a `timm_learner` for `cfg` ('auto' sizes resolved by `resolve_sizes`)."
+    if 'auto' in (cfg.img_size, cfg.batch_size): cfg, _ = resolve_sizes(cfg, progress)
     dls = get_dls(cfg.data, img_size=cfg.img_size, batch_size=cfg.batch_size, valid_pct=cfg.valid_pct, seed=cfg.seed,
                   resize_method=cfg.resize_method, aug=cfg.aug, noise_std=cfg.noise_std, task=cfg.task,
-                  label_delim=cfg.label_delim, label_re=cfg.label_re, num_workers=cfg.num_workers,
+                  label_delim=cfg.label_delim, label_re=cfg.label_re, path_col=cfg.path_col, label_col=cfg.label_col,
+                  num_workers=cfg.num_workers,
                   max_items=cfg.max_items, test_pct=cfg.test_pct, progress=progress)
     if len(dls.train) == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(dls.train_ds)} training images: lower it")

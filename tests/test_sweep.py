@@ -19,6 +19,10 @@ FAKE = textwrap.dedent('''
     open(os.path.join(out, 'pid'), 'w').write(str(os.getpid()))
     open(os.path.join(out, 'threads'), 'w').write(os.environ.get('OMP_NUM_THREADS', ''))
     open(os.path.join(out, 'entity'), 'w').write(os.environ.get('WANDB_ENTITY', ''))
+    open(os.path.join(out, 'gpu'), 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))
+    open(os.path.join(out, 'start'), 'w').write(repr(time.time()))
+    if os.environ.get('CUDA_VISIBLE_DEVICES') == os.environ.get('FAKE_BAD_GPU', 'none'):
+        print('RuntimeError: CUDA error: an illegal memory access was encountered'); sys.exit(1)
     if cfg.get('tracking') == 'wandb': os.makedirs(os.path.join(out, 'wandb', 'offline-run-20250101_000000-x' + os.path.basename(out)))
     lr, epochs, bs = cfg['learning_rate'], cfg.get('epochs', 3), cfg.get('batch_size', 32)
     if bs == 13: raise RuntimeError('boom: batch_size 13')
@@ -34,6 +38,7 @@ FAKE = textwrap.dedent('''
     time.sleep(float(os.environ.get('FAKE_FINISH_S', '0')))   # a real trainer evaluates and saves after its last epoch
     json.dump({'valid_loss': loss, 'error_rate': 0.5, 'fit_time_s': 0.1, 'peak_mem_mb': 10.0, 'status': 'completed'},
               open(os.path.join(out, 'metrics.json'), 'w'))
+    open(os.path.join(out, 'end'), 'w').write(repr(time.time()))
 ''')
 
 @pytest.fixture
@@ -47,6 +52,7 @@ def fake(tmp_path):
 def _env(monkeypatch):
     monkeypatch.setenv('WANDB_MODE', 'offline')
     monkeypatch.setenv('FAKE_EPOCH_S', '0')
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
 
 def _yaml(tmp_path, text, name='s.yaml'):
     p = tmp_path/name
@@ -574,6 +580,72 @@ def test_two_workers_on_one_sqlite_study(tmp_path, fake, monkeypatch):
     assert overlap >= 2   # trials did run side by side
     ncpu = len(os.sched_getaffinity(0))
     assert 1 <= int((tmp_path/'sw'/'trials'/'0000'/'threads').read_text()) <= max(1, ncpu//2)   # threads split between workers
+
+# --- one GPU per trial ------------------------------------------------------------------------------------------
+
+GPU_SWEEP = {'method': 'random', 'name': 'gpus', 'parameters': {
+    'learning_rate': {'distribution': 'log_uniform_values', 'min': 1e-4, 'max': 1e-2}, 'epochs': {'value': 2}}}
+
+def _gpu_runs(out):
+    "Each trial's GPU (as its process saw CUDA_VISIBLE_DEVICES) and when it ran"
+    r = _results(out)
+    return [dict(number=n, gpu=(out/d/'gpu').read_text(), start=float((out/d/'start').read_text()),
+                 end=float((out/d/'end').read_text()) if (out/d/'end').exists() else None) for n, d in zip(r.number, r.trial_dir)]
+
+def test_one_gpu_per_running_trial(tmp_path, fake, monkeypatch):
+    "Default: every visible GPU (CUDA_VISIBLE_DEVICES respected), one worker each; no two running trials share a GPU"
+    monkeypatch.setenv('FAKE_EPOCH_S', '0.3')
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,6')   # the GPUs this sweep may use
+    out = sweep(GPU_SWEEP, count=6, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    runs, r = _gpu_runs(out), _results(out)
+    assert len(runs) == 6 and {x['gpu'] for x in runs} == {'4', '6'}, runs   # one id each, never the whole list
+    assert [str(g) for g in r.gpu] == [x['gpu'] for x in runs] and (r.state == 'COMPLETE').all()
+    pairs = [(a, b) for i, a in enumerate(runs) for b in runs[i+1:] if a['start'] < b['end'] and b['start'] < a['end']]
+    assert pairs and all(a['gpu'] != b['gpu'] for a, b in pairs), runs   # two ran at once (2 workers), never on one GPU
+
+def test_a_failing_gpu_fails_its_trials_only(tmp_path, fake, monkeypatch, capfd):
+    "--gpus 0,1 where GPU 1 fails (a CUDA error, exit 1): its trials fail with the reason, GPU 0's complete"
+    monkeypatch.setenv('FAKE_EPOCH_S', '0.2')
+    monkeypatch.setenv('FAKE_BAD_GPU', '1')
+    assert main(['sweep', str(_yaml(tmp_path, yaml.safe_dump(GPU_SWEEP))), '--gpus', '0,1', '--count', '3',
+                 '--max_failures', '5', '--out', str(tmp_path/'sw'), '--no_preflight']) == 0 or True
+    r = _results(tmp_path/'sw')
+    ok, bad = r[r.state == 'COMPLETE'], r[r.state == 'FAIL']
+    assert len(ok) == 3 and set(ok.gpu.astype(str)) == {'0'} and len(bad) >= 1 and set(bad.gpu.astype(str)) == {'1'}, r
+    assert all('CUDA error' in s for s in bad.status), list(bad.status)
+    assert 'GPUs 0,1: 2 trials at a time' in capfd.readouterr().out
+
+def test_gpus_refused_in_one_line(tmp_path, capsys):
+    "A GPU listed twice, or more workers than GPUs, is refused before any work, in one line"
+    y = _yaml(tmp_path, yaml.safe_dump(GPU_SWEEP))
+    for args, msg in ((['--gpus', '0,0'], "gpus='0,0': GPU 0 is listed twice"),
+                      (['--gpus', '0', '--workers', '2'], "2 workers but 1 GPU (0)"),
+                      (['--gpus', 'all'], "gpus='all', but no GPU is visible")):
+        assert main(['sweep', str(y), '--count', '2', '--out', str(tmp_path/'sw'), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and msg in err, err
+    assert not (tmp_path/'sw').exists()
+
+def test_cpu_machine_is_unchanged(tmp_path, fake, monkeypatch):
+    "No GPU visible: trials inherit the environment (no CUDA_VISIBLE_DEVICES), one worker; --gpus none hides GPUs ('')"
+    import finetune_kit.sweep as fs
+    monkeypatch.setattr(fs, 'visible_gpus', lambda: [])
+    out = sweep(GPU_SWEEP, count=2, out=tmp_path/'sw', trainer_cmd=fake, preflight_check=False)
+    assert [x['gpu'] for x in _gpu_runs(out)] == ['unset', 'unset'] and 'gpu' not in _results(out)
+    out = sweep(GPU_SWEEP, count=2, out=tmp_path/'sw2', trainer_cmd=fake, preflight_check=False, gpus='none')
+    assert [x['gpu'] for x in _gpu_runs(out)] == ['', '']
+    assert fs.resolve_gpus(None, None) == (None, 1) and fs.resolve_gpus(None, 3) == (None, 3)
+
+def test_cli_gpus_and_workers_reach_the_backend(tmp_path, monkeypatch):
+    "--gpus 0,1 gives 2 workers by default; --workers is an int; the local backend gets the GPU ids"
+    import finetune_kit.sweep as fs
+    got = {}
+    monkeypatch.setitem(fs.BACKENDS, 'local', fs.Backend(lambda spec, count, out, **o: got.update(o)))
+    y = _yaml(tmp_path, GOOD)
+    cmd_sweep([str(y), '--count', '2', '--gpus', '0,1', '--out', str(tmp_path/'sw'), '--no-preflight'])
+    assert (got['gpus'], got['workers']) == (['0', '1'], 2)
+    cmd_sweep([str(y), '--count', '2', '--gpus', '0,1', '--workers', '1', '--out', str(tmp_path/'sw'), '--no-preflight'])
+    assert (got['gpus'], got['workers']) == (['0', '1'], 1)
 
 # --- pre-flight and the W&B backend -----------------------------------------------------------------------------
 
