@@ -8,7 +8,7 @@ export WANDB_SILENT := true
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test export check-export nbtest pytest docs readme data browser clean
+.PHONY: demo test export check-export nbtest pytest docs readme data browser postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,7 +62,16 @@ browser:
 	  echo "note: chromium not installed; browser tests will say so"; \
 	fi
 
-test: data browser check-export nbtest pytest
+# PostgreSQL's server programs for the multi-machine sweep tests, which start their own throwaway server (Debian's
+# package; best effort: without it those tests skip and say why)
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq postgresql >/dev/null 2>&1)) || \
+	  echo "note: postgresql not installed; the PostgreSQL sweep tests will skip"; \
+	fi
+
+test: data browser postgres check-export nbtest pytest
 
 readme: $(VENV)/.dev-deps
 	$(BIN)/python tools/make_readme.py

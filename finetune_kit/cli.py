@@ -124,13 +124,13 @@ def cmd_weights(argv:list[str]):
 
 # %% ../nbs/11_cli.ipynb #0011
 def cmd_sweep(argv:list[str]):
-    "finetune-kit sweep SWEEP.yaml [--count N] [--workers K] [--backend local|wandb] [--out DIR] [--set k=v]... [--no_preflight]"
+    "finetune-kit sweep SWEEP.yaml [--count N] [--workers K] [--gpus all|0,1|none] [--storage URL] [--backend local|wandb] [--out DIR] [--set k=v]... [--no_preflight]"
     from finetune_kit.sweep import sweep
     doc = docments(sweep)
     p = Parser(prog='finetune-kit sweep', description=sweep.__doc__)
     p.add_argument('yaml_path', help=doc['yaml_path'])
-    p.add_argument('--count', type=int, help=doc['count'])  # `int|None=None`: no default to take the type from
-    _signature_flags(p, sweep, skip=('count', 'overrides', 'preflight_check', 'trainer_cmd', 'verbose'))
+    for k in ('count', 'workers'): p.add_argument(f'--{k}', type=int, help=doc[k])  # `int|None=None`: no default to take the type from
+    _signature_flags(p, sweep, skip=('count', 'workers', 'overrides', 'preflight_check', 'trainer_cmd', 'verbose'))
     p.add_argument('--max-failures', dest='max_failures', type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides', help="fix a config key, e.g. --set epochs=1 (repeat it for more keys)")
     p.add_argument('--no_preflight', '--no-preflight', action='store_false', dest='preflight_check', help=f"skip: {doc['preflight_check']}")

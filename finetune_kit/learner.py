@@ -78,10 +78,10 @@ class PlainTensors(Callback):
     def before_batch(self):
         gp = getattr(self.learn, 'gather_preds', None)
         if gp is not None and getattr(gp, 'with_input', False): return
-        self.learn.xb = tuple(_plain(x) for x in self.xb)
-        self.learn.yb = tuple(_plain(y) for y in self.yb)
+        self.learn.xb = tuple(_bare_tensor(x) for x in self.xb)
+        self.learn.yb = tuple(_bare_tensor(y) for y in self.yb)
 
-def _plain(t): return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else t
+def _bare_tensor(t): return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else t
 
 # %% ../nbs/04_learner.ipynb #hd01a1b2
 def init_head(model:nn.Module, std:float=0.01)->nn.Module:
@@ -104,7 +104,7 @@ class CleanBatchNorm(Callback):
         for t in noise: t.p = 0.
         for m in bns: m.reset_running_stats(); m.momentum = None; m.train()  # momentum None: a plain average
         try:
-            for i, (xb, *_) in zip(range(self.n_batches), self.dls.train): self.model(_plain(xb))
+            for i, (xb, *_) in zip(range(self.n_batches), self.dls.train): self.model(_bare_tensor(xb))
         finally:
             for t, p in zip(noise, ps): t.p = p
             for m, mom in zip(bns, moms): m.momentum = mom; m.eval()

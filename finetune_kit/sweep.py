@@ -666,7 +666,8 @@ def run_local(spec:SweepSpec, count:int, out:Path, *, workers:int, gpus:list|Non
         if not _connection_lost(e): raise
         raise RuntimeError(f"lost the sweep's storage {safe_url(storage) if storage else out/'study.db'} for over {_DB_RETRY_S} s ({_reason(e)}): "
                            "run the same command again to resume") from None
-    with sw.locked(): sw.db(results_table, sw.study).to_csv(out/'results.csv', index=False)
+    with sw.locked():  # atomically, as `record` does: a reader never sees half a file
+        sw.db(results_table, sw.study).to_csv(out/'.results.csv', index=False); os.replace(out/'.results.csv', out/'results.csv')
 
 # %% ../nbs/07c_sweep.ipynb #0065
 def wandb_login_check():

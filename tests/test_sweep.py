@@ -605,10 +605,12 @@ def test_one_gpu_per_running_trial(tmp_path, fake, monkeypatch):
 
 def test_a_failing_gpu_fails_its_trials_only(tmp_path, fake, monkeypatch, capfd):
     "--gpus 0,1 where GPU 1 fails (a CUDA error, exit 1): its trials fail with the reason, GPU 0's complete"
+    import finetune_kit.sweep as fs
+    monkeypatch.setattr(fs, 'TRAIN_CMD', tuple(fake))   # what `finetune-kit sweep` runs per trial
     monkeypatch.setenv('FAKE_EPOCH_S', '0.2')
     monkeypatch.setenv('FAKE_BAD_GPU', '1')
     assert main(['sweep', str(_yaml(tmp_path, yaml.safe_dump(GPU_SWEEP))), '--gpus', '0,1', '--count', '3',
-                 '--max_failures', '5', '--out', str(tmp_path/'sw'), '--no_preflight']) == 0 or True
+                 '--max_failures', '5', '--out', str(tmp_path/'sw'), '--no_preflight']) == 0
     r = _results(tmp_path/'sw')
     ok, bad = r[r.state == 'COMPLETE'], r[r.state == 'FAIL']
     assert len(ok) == 3 and set(ok.gpu.astype(str)) == {'0'} and len(bad) >= 1 and set(bad.gpu.astype(str)) == {'1'}, r
