@@ -455,7 +455,8 @@ def _check_out(out, overwrite:bool=False):
     out = Path(out) if out else None
     if out is None or not out.exists(): return
     if not out.is_dir(): raise ValueError(f"out={str(out)!r} is a file: pass a folder for the run")
-    names = sorted(p.name for p in out.iterdir() if not p.name.startswith('.') and p.name not in _SWEEP_FILES)
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith('.') and p.name not in _SWEEP_FILES
+                   and not (p.is_dir() and not any(p.iterdir())))  # an empty folder (lr_find's `models/`) holds nothing
     if overwrite or not names: return
     if any(n in _KIT_FILES for n in names):
         raise ValueError(f"{str(out)!r} already holds a run ({_describe(out)}): continue it with --resume, pick a new "

@@ -375,3 +375,12 @@ def test_gpu_branch_with_the_device_probe_faked(photos, monkeypatch):
 def test_bundled_sample_keeps_64():
     cfg, why = training.resolve_sizes(TrainConfig(), progress=False, device='cpu')
     assert (cfg.img_size, cfg.batch_size) == (64, 64)
+
+def test_lr_find_before_train_does_not_block_the_run_folder(tiny_folder, tmp_path):
+    # fastai's lr_find leaves an empty `models/` in the learner's folder; a run into that folder must still start
+    from finetune_kit.training import build_learner
+    cfg = TrainConfig(data=str(tiny_folder), out=str(tmp_path/'r'), **TINY)
+    learn = build_learner(cfg, progress=False)
+    learn.path = tmp_path/'r'; learn.lr_find(num_it=5, show_plot=False)
+    assert (tmp_path/'r'/'models').is_dir() and not any((tmp_path/'r'/'models').iterdir())
+    assert train(cfg, verbose=False).status == 'completed'
