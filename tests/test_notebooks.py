@@ -22,13 +22,14 @@ def _norm(text:str) -> str:
 
 
 def text_outputs(nb:dict) -> dict:
-    "Code cell id -> its text outputs (stdout and text/plain), images and HTML left out."
+    "Code cell id -> its text outputs (stdout and text/plain), images and tables left out."
     res = {}
     for c in nb['cells']:
         if c['cell_type'] != 'code': continue
         parts = []
         for o in c.get('outputs', []):
             if o['output_type'] == 'stream' and o.get('name') == 'stdout': parts.append(''.join(o['text']))
+            elif 'text/html' in o.get('data', {}): continue  # a table: pandas wraps its text to the terminal it guesses
             elif 'text/plain' in o.get('data', {}): parts.append(''.join(o['data']['text/plain']))
         res[c['id']] = _norm('\n'.join(parts))
     return res
