@@ -73,26 +73,6 @@ def _install_kill(point:str):
         sw.launch_trial = launch_trial
     else: raise ValueError(f'unknown kill point {point!r}')
 
-def _old_fit_phases(learn, cfg, lr, out, resume=None, verbose=True):
-    "fit_phases before the fix: the checkpoint was restored only in the phase that was running when the run was killed."
-    import math
-    from finetune_kit.training import _phases, _restore, RunLog, EpochLine
-    phases = _phases(cfg, lr, (resume or {}).get('extensions', []))
-    best, names = (resume or {}).get('best', math.inf), [p[0] for p in phases]
-    for phase, n, lrs, before, frozen in phases:
-        start = 0
-        if resume:
-            if names.index(phase) < names.index(resume['phase']): continue
-            if phase == resume['phase']: start = resume['epoch']
-        if start >= n: continue
-        learn.freeze() if frozen else learn.unfreeze()
-        if resume and phase == resume['phase']: _restore(learn, out)
-        log = RunLog(out, phase, before, best)
-        cbs = [log] + ([EpochLine(phase, cfg.freeze_epochs + cfg.epochs, before)] if verbose else [])
-        learn.fit_one_cycle(n, lrs, wd=cfg.weight_decay, pct_start=0.99 if frozen else 0.25, start_epoch=start, cbs=cbs)
-        best = log.best
-        if learn.nan_guard.failed: break
-
 def _unprotect(names:list):
     "Switch protections off (only in this child), to check that the tests catch their absence."
     import finetune_kit.training as t
@@ -100,7 +80,6 @@ def _unprotect(names:list):
         if name == 'atomic':   # plain writes: a kill mid-write leaves half a file
             t._write_atomic = lambda p, d: pathlib.Path(p).write_bytes(d.encode() if isinstance(d, str) else d)
         elif name == 'rng': t._set_rng_state = lambda learn, s: None
-        elif name == 'restore_order': t.fit_phases = _old_fit_phases
         else: raise ValueError(f'unknown protection {name!r}')
 
 def _child(job:dict):
