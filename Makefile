@@ -48,11 +48,15 @@ check-export: export
 
 # notebooks whose outputs are deterministic run in tests/test_notebooks.py instead, which also compares their outputs
 NBTEST_SKIP := ^([_.]|00_config|08_analysis|09_plots|04_fastai_timm)
+# two at a time: each notebook writes only its own run folders, and much of a notebook's time is start-up and waiting
+NBTEST_WORKERS ?= 2
 nbtest: $(VENV)/.dev-deps
-	$(BIN)/nbdev-test --flags slow --n-workers 1 --do-print --timing --skip-file-re '$(NBTEST_SKIP)'
+	$(if $(filter 1,$(NBTEST_WORKERS)),,OMP_NUM_THREADS=1) $(BIN)/nbdev-test --flags slow --n-workers $(NBTEST_WORKERS) --do-print --timing --skip-file-re '$(NBTEST_SKIP)'
 
+# pytest-xdist, a test file per worker (module fixtures such as trained runs are built once); PYTEST_WORKERS=0: one process
+PYTEST_WORKERS ?= 2
 pytest: $(VENV)/.dev-deps
-	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
+	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) --durations 25
 
 # headless Chromium for the docs and report tests (Debian's package; best effort)
 browser:

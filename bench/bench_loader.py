@@ -10,7 +10,7 @@ check cache cleared): from `get_dls` (or building the torchvision loaders) to th
 training and validation images. `later`: the epochs after that, in the same process. `next run`: a second run (a new
 process, e.g. the next trial of a sweep) on the same data: setup and first epoch, with the kit's disk cache warm.
 Kit and torchvision runs alternate (interleaved repetitions), so machine load hits both alike. Ratios are kit
-images/s over torchvision images/s; the last line is `loader ratio FIRST LATER` at the first `--img_size`.
+images/s over torchvision images/s in the same repetition, and the tables give medians over repetitions; the last line is `loader ratio FIRST LATER` at the first `--img_size`.
 
 Usage: python bench/bench_loader.py [--n 2000] [--img_size 224 64] [--workers CORES] [--reps 2] [--epochs 3]
 """
@@ -93,9 +93,10 @@ def main(a):
                      (('first epoch', kit['first'], tv['first']), ('later epochs', kit['later'], tv['later']),
                       ('next run, first epoch', nxt['first'], tv['first']))]
     import pandas as pd
-    df = pd.DataFrame(rows).groupby(['img_size', 'measure'], sort=False)[['kit', 'torchvision']].mean()
-    df['ratio'] = df.kit / df.torchvision
-    print(f'{a.n} JPEGs of 400-600 px, {a.workers} workers, batch size {a.bs}, images/s (mean of {a.reps} reps)')
+    reps = pd.DataFrame(rows).assign(ratio=lambda d: d.kit / d.torchvision)   # ratios within a repetition: same load
+    print(reps.round(2).to_string(index=False))
+    df = reps.groupby(['img_size', 'measure'], sort=False)[['kit', 'torchvision', 'ratio']].median()
+    print(f'{a.n} JPEGs of 400-600 px, {a.workers} workers, batch size {a.bs}, images/s (median of {a.reps} reps)')
     print(df.round(2).to_string())
     s = a.img_size[0]
     print(f"loader ratio {df.loc[(s, 'first epoch'), 'ratio']:.2f} {df.loc[(s, 'later epochs'), 'ratio']:.2f}")

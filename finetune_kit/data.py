@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from fastprogress.fastprogress import progress_bar
 from fastcore.basics import patch
@@ -22,6 +23,7 @@ from fastai.torch_core import TensorImage
 from fastai.vision.augment import Resize, ResizeMethod
 from fastai.vision.core import PILImage
 from fasttransform.transform import compose_tfms
+from torchvision.io import decode_jpeg, ImageReadMode
 from .datasets import resolve_data, cache_dir
 from .transforms import get_tfms, OpenImage, draft_rgb, RandomFlip, Normalize, AddGaussianNoise
 
@@ -210,7 +212,7 @@ def check_file(fn, keep=None) -> tuple: # keep: a `_Decoded` to add the decoded,
     try:
         with Image.open(io.BytesIO(data)) as im:
             mode, (w, h) = im.mode, im.size
-            if keep is not None and keep.add(str(fn), im): return True, '', mode, w, h, md5
+            if keep is not None and keep.add(str(fn), im, data): return True, '', mode, w, h, md5
             if im.format == 'JPEG': im.draft(None, (1, 1))
             im.load()
             return True, '', mode, w, h, md5
@@ -398,6 +400,7 @@ def check_data(spec,                   # dataset name, folder, CSV file or DataF
     src = load_source(spec, valid_pct, seed, label_delim, label_re, path_col, label_col)
     cache_root = None if src.kind == 'dataframe' else src.root   # a DataFrame's files may live anywhere
     unchecked = [(True, '', '', 0, 0, '')] * len(src.items)
+    if keep is not None and decode: keep.plan(src.items)
     res, cached = check_files(src.items.path, cache_root, progress, keep=keep) if decode else (unchecked, False)
     report = _report(src, res, task, decode)
     report.time_s, report.cached = time.perf_counter() - t0, cached
@@ -477,14 +480,30 @@ def _squish_size(dl:TfmdDL) -> int|None:
     return _squish_side(list(dl.after_item.fs)) if hasattr(dl.dataset.items, 'path') else None
 
 # %% ../nbs/01_data.ipynb #squished
+def _squish_chw(x:torch.Tensor, size:int) -> np.ndarray:
+    "A `uint8` image tensor (CHW) squished to a `size` square (antialiased bilinear, as fastai's `Resize`), as a `uint8` CHW array."
+    return F.interpolate(x[None], size=(size, size), mode='bilinear', antialias=True)[0].contiguous().numpy()
+
+# %% ../nbs/01_data.ipynb #squished-pil
 def _squished(im:Image.Image, size:int) -> np.ndarray:
-    "RGB image `im` squished to a `size` square (bilinear), as a `uint8` CHW array: fastai's `Resize` and `ToTensor`."
-    return np.array(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
+    "RGB image `im` squished to a `size` square, as a `uint8` CHW array: fastai's `Resize` and `ToTensor`."
+    return _squish_chw(torch.from_numpy(np.array(im)).permute(2, 0, 1), size)   # HWC memory: channels-last, the fast kernel
+
+# %% ../nbs/01_data.ipynb #jpeg-chw
+def _jpeg_chw(data:bytes, im:Image.Image, draft:int|None) -> torch.Tensor|None:
+    "JPEG `data` (opened as `im`) decoded by torchvision as `uint8` CHW, when PIL would decode it at full size in RGB; else None."
+    if im.format != 'JPEG' or im.mode != 'RGB': return None
+    if draft and min(im.size[0] // draft, im.size[1] // draft) >= 2: return None   # PIL's `draft` decodes it at 1/2-1/8 scale
+    try: return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError: return None   # left to PIL, which decodes it or says why not
 
 # %% ../nbs/01_data.ipynb #open-squished
 def _open_squished(fn, size:int) -> torch.Tensor:
     "Image file `fn` squished to a `size` square, as a `uint8` CHW tensor: `OpenImage`, `Resize`, `ToTensor` without fastai's overhead."
-    return torch.from_numpy(_squished(OpenImage(size)(fn), size))
+    data = Path(fn).read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        x = _jpeg_chw(data, im, size)
+        return torch.from_numpy(_squish_chw(x, size) if x is not None else _squished(draft_rgb(im, size), size))
 
 # %% ../nbs/01_data.ipynb #item-images
 class _ItemImages(torch.utils.data.Dataset):
@@ -530,38 +549,57 @@ def _load_images(dl:TfmdDL, key:str, cache:bool, n_workers:int, decoded=None) ->
     return np.load(fn, mmap_mode='c')
 
 # %% ../nbs/01_data.ipynb #decoded-cls
-class _Decoded(dict):
-    "Images the data check decoded for the preload: path -> `uint8` CHW array after item transforms `fs` (validation mode)."
+class _Decoded:
+    "Images the data check decodes for the preload, in one `uint8` array per split, after item transforms `fs` (validation mode)."
     def __init__(self, fs:list, draft:int, max_bytes:int):
-        super().__init__(); self.fs, self.draft, self.side = fs, draft, _squish_side(fs)
-        self.max_bytes, self.nbytes, self.full, self.lock = max_bytes, 0, False, threading.Lock()
+        self.fs, self.draft, self.side, self.max_bytes = fs, draft, _squish_side(fs), max_bytes
+        size = next((t.size for t in fs if isinstance(t, Resize)), None)
+        self.shape = (3, *size) if size else None   # every image's shape after the item transforms
+        self.rows, self.arrays, self.done = {}, [], []  # path -> (split, row); per split: images, which rows are decoded
+
+# %% ../nbs/01_data.ipynb #decoded-plan
+@patch
+def plan(self:_Decoded, items:pd.DataFrame) -> _Decoded:
+    "Make a row for each of `items`' images, one array per split (train, valid, test), unless they take over `max_bytes`."
+    if self.shape is None or len(items) * math.prod(self.shape) > self.max_bytes: return self
+    split = items.is_valid.values.astype(int) + 2 * _test_mask(items).values.astype(int)
+    groups = [items.path.values[split == s] for s in np.unique(split)]
+    self.arrays = [np.empty((len(g), *self.shape), np.uint8) for g in groups]
+    self.done = [np.zeros(len(g), bool) for g in groups]
+    self.rows = {p: (s, r) for s, g in enumerate(groups) for r, p in enumerate(g)}
+    return self
+
+# %% ../nbs/01_data.ipynb #decoded-nbytes
+@patch(as_prop=True)
+def nbytes(self:_Decoded) -> int: return sum(a.nbytes for a in self.arrays)   # memory planned for images (<= `max_bytes`)
 
 # %% ../nbs/01_data.ipynb #decoded-load
 @patch
-def load(self:_Decoded, im:Image.Image) -> np.ndarray:
-    "Opened image `im` decoded at reduced scale and through the item transforms, as `_ItemImages` would make it."
+def load(self:_Decoded, im:Image.Image, data:bytes=b'') -> np.ndarray:
+    "Opened image `im` (file contents `data`) decoded at reduced scale and through the item transforms, as `_ItemImages` would make it."
+    if self.side and (x := _jpeg_chw(data, im, self.draft)) is not None: return _squish_chw(x, self.side)
     im = draft_rgb(im, self.draft)
     if self.side: return _squished(im, self.side)
     return compose_tfms(PILImage.create(im), tfms=self.fs, split_idx=1).numpy()
 
 # %% ../nbs/01_data.ipynb #decoded-add
 @patch
-def add(self:_Decoded, path:str, im:Image.Image) -> bool:
-    "Decode `im` (the file `path`) and keep it, unless that would pass `max_bytes`: whether it was decoded."
-    if self.full: return False
-    x = self.load(im)
-    with self.lock:
-        self.full = self.full or self.nbytes + x.nbytes > self.max_bytes
-        if self.full: self.clear()
-        else: self[path], self.nbytes = x, self.nbytes + x.nbytes
+def add(self:_Decoded, path:str, im:Image.Image, data:bytes=b'') -> bool:
+    "Decode `im` (the file `path`, contents `data`) into its row: whether it was decoded (not when no row was planned for it)."
+    if path not in self.rows: return False
+    s, r = self.rows[path]
+    self.arrays[s][r] = self.load(im, data); self.done[s][r] = True
     return True
 
 # %% ../nbs/01_data.ipynb #from-decoded
 def _from_decoded(dl:TfmdDL, decoded) -> np.ndarray|None:
-    "`dl`'s images as the data check decoded them (a `_Decoded`), stacked; None if some are missing."
+    "`dl`'s images as the data check decoded them (a `_Decoded`): its split's array when `dl` has all of that split, else gathered; None if some are missing."
     paths = getattr(dl.dataset.items, 'path', None)
-    if not decoded or paths is None or not all(p in decoded for p in paths): return None
-    return np.stack([decoded[p] for p in paths])
+    where = [decoded.rows.get(p) for p in paths] if decoded and paths is not None else [None]
+    if not where or not all(w and decoded.done[w[0]][w[1]] for w in where): return None
+    s = where[0][0]
+    if len(where) == len(decoded.arrays[s]) and where == [(s, r) for r in range(len(where))]: return decoded.arrays[s]
+    return np.stack([decoded.arrays[s][r] for s, r in where])
 
 # %% ../nbs/01_data.ipynb #save-array
 def _save_array(fn:Path, x:np.ndarray) -> np.ndarray:

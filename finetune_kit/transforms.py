@@ -80,11 +80,17 @@ class AddGaussianNoise(Transform):
         keep = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p).to(x.dtype)
         return x + torch.randn_like(x) * self.std * keep
 
+# %% ../nbs/02_transforms.ipynb #float-like
+def _float_like(x:torch.Tensor) -> torch.Tensor:
+    "An empty `float32` tensor shaped like `x`, on its device; on a CPU allocated by numpy (huge pages: fewer page faults)."
+    if x.device.type != 'cpu': return torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    return torch.from_numpy(np.empty(tuple(x.shape), np.float32))
+
 # %% ../nbs/02_transforms.ipynb #norm-cls
 class Normalize(_FastaiNormalize):
     "fastai's `Normalize`, making one new tensor per batch; a `uint8` batch (0-255) is converted to float on the way."
     def encodes(self, x:TensorImage):
-        if x.dtype == torch.uint8: return x.float().sub_(self.mean * 255).div_(self.std * 255)
+        if x.dtype == torch.uint8: return _float_like(x).copy_(x).sub_(self.mean * 255).div_(self.std * 255).as_subclass(type(x))
         return x.sub(self.mean).div_(self.std)
 
 # %% ../nbs/02_transforms.ipynb #0013

@@ -20,6 +20,7 @@ from .config import TrainConfig
 from .training import train
 from .inference import predict
 from .analysis import read_runs, summarise, pareto_front, sweep_objective, metric_goal
+from .soup import soup
 from . import plots
 
 # %% auto #0
@@ -257,7 +258,7 @@ def _uploaded(self:Predictor):
 
 # %% ../nbs/10_widgets.ipynb #0045
 class SweepExplorer(_Shown):
-    "Scatter two summary columns with their Pareto front, filtered by dataset and model family, with the table behind."
+    "Scatter two summary columns with their Pareto front, filtered by dataset and model family, the table behind, and a soup button."
     def __init__(self, source, # anything `read_runs` reads, or a runs DataFrame
                  metric:str|None=None, goal:str|None=None, # what decides; None: the sweep's own (`sweep_objective`)
                  top:int=15): # table rows shown
@@ -271,6 +272,12 @@ class SweepExplorer(_Shown):
         self.dataset = dd('dataset', sorted(s['dataset'].unique()), sorted(s['dataset'].unique())[0])
         self.family = dd('family', ['(all)'] + sorted(s['model_family'].dropna().unique()), '(all)')
         self.plot, self.html, self.status, self.fig = W.Image(), W.HTML(), W.HTML(), None
+        self.sweep_dir = Path(source) if isinstance(source, (str, Path)) and Path(source).is_dir() else None  # soups need one
+        n = max(1, int(self.runs['ok'].sum()))
+        self.top_k = W.BoundedIntText(value=n, min=1, max=n, description='top K', layout=W.Layout(width='160px'))
+        self.soup_btn = W.Button(description='Make soup', icon='flask', disabled=self.sweep_dir is None)
+        self.soup_out, self.soup_res, self.soup_error = W.HTML(), None, None
+        self.soup_btn.on_click(lambda _: self.make_soup())
         for w in (self.x, self.y, self.hue, self.dataset, self.family):
             w.observe(lambda _: self.update(), names='value')
         self.update()
@@ -278,9 +285,9 @@ class SweepExplorer(_Shown):
 # %% ../nbs/10_widgets.ipynb #0046
 @patch
 def layout(self:SweepExplorer) -> W.VBox:
-    "The axis and filter dropdowns, the status line, the plot, then the table."
+    "The axis and filter dropdowns, the status line, the plot, the table, then the soup button and its result."
     return W.VBox([W.HBox([self.x, self.y, self.hue]), W.HBox([self.dataset, self.family]), self.status,
-                   self.plot, self.html])
+                   self.plot, self.html, W.HBox([self.top_k, self.soup_btn]), self.soup_out])
 
 @patch
 def __repr__(self:SweepExplorer):
@@ -316,3 +323,36 @@ def update(self:SweepExplorer):
     self.fig = plots.plot_pareto(t, x, y, hue=self.hue.value, ax=_axes((8, 5)), y_goal=self._goal(y),
                                  title=f'{self.dataset.value}: {y} vs {x}')
     self.plot.value = _png(self.fig)
+
+# %% ../nbs/10_widgets.ipynb #s002
+def _metric_label(metric:str) -> str: return 'loss' if metric == 'valid_loss' else metric  # scored on test too
+
+def _soup_table(res:dict) -> pd.DataFrame:
+    "The ingredients of a `soup` result, best first, then the soup: kept or not, and the sweep's metric on valid and test."
+    m, val = res['metric'], lambda d, split: (d[split] or {}).get(res['metric'])
+    rows = [dict(trial=g['trial'], kept=g['kept'], valid=val(g, 'valid'), test=val(g, 'test')) for g in res['ingredients']]
+    rows.append(dict(trial='soup', kept='', valid=val(res['soup'], 'valid'), test=val(res['soup'], 'test')))
+    return pd.DataFrame(rows).rename(columns=dict(valid=f'valid {_metric_label(m)}', test=f'test {_metric_label(m)}'))
+
+# %% ../nbs/10_widgets.ipynb #s003
+def _soup_line(res:dict) -> str:
+    "One line: the soup's metric against the best trial's, on validation and test, and where the bundle is."
+    m, best, s = res['metric'], res['ingredients'][0], res['soup']
+    vs = lambda split: f"{split} {s[split][m]:.4g} vs {best[split][m]:.4g}" if s[split] else f'no {split} split'
+    return (f"greedy soup of {s['n_ingredients']} of {len(res['ingredients'])} trials; {_metric_label(m)}, soup vs best trial ({res['best']}): "
+            f"{vs('valid')}, {vs('test')}; bundle {res['out']}, ingredients in {Path(res['out'])/'soup.json'}")
+
+# %% ../nbs/10_widgets.ipynb #s005
+@patch
+def make_soup(self:SweepExplorer) -> dict|None:
+    "Greedy soup of the sweep folder's `top_k` best trials, as the Make soup button does; its `soup` result, or None."
+    self.soup_btn.disabled, self.soup_res, self.soup_error = True, None, None
+    self.soup_out.value = _msg(f'making a greedy soup of the best {self.top_k.value} trials of {self.sweep_dir}...')
+    try:
+        self.soup_res = soup(self.sweep_dir, top=self.top_k.value)
+        self.soup_out.value = _msg(_soup_line(self.soup_res), 'ok') + _html_table(_soup_table(self.soup_res))
+    except Exception as e:
+        self.soup_error = e
+        self.soup_out.value = _msg(f'{type(e).__name__}: {e}', 'error')
+    finally: self.soup_btn.disabled = self.sweep_dir is None
+    return self.soup_res

@@ -295,3 +295,44 @@ def test_explorer_fastai_timm(seeded):
     e.y.value = 'valid_loss_mean'
     assert e.table.valid_loss_mean.dropna().is_monotonic_increasing and e.table.valid_loss_mean.iloc[-1:].isna().all()
     assert e.table.pareto.tolist() == pareto_front(e.table, 'fit_time_mean', 'valid_loss_mean').tolist()
+
+
+# ---------------------------------------------------------------- the soup button
+
+@pytest.fixture(scope='module')
+def soup_sweep(tiny_folder, tmp_path_factory):
+    "A sweep folder of two tiny trials at two learning rates, from the same start (seed 1), with a test split."
+    sweep_dir = tmp_path_factory.mktemp('soup')/'sweep'
+    for i, lr in enumerate((3e-3, 3e-2)):
+        train(data=str(tiny_folder), model_name='test_efficientnet', pretrained=False, seed=1, epochs=2, test_pct=0.25,
+              learning_rate=lr, img_size=32, batch_size=8, out=str(sweep_dir/'trials'/f'{i:04d}'), verbose=False)
+    return sweep_dir
+
+
+def test_explorer_soup_button(soup_sweep):
+    e = SweepExplorer(soup_sweep)
+    assert e.sweep_dir == soup_sweep and not e.soup_btn.disabled and e.top_k.value == 2 and e.soup_out.value == ''
+    e.soup_btn.click()
+    assert e.soup_error is None, e.soup_error
+    out = soup_sweep/'soup'
+    assert (out/'model.safetensors').exists() and (out/'model.json').exists()
+    info = json.loads((out/'soup.json').read_text())
+    assert e.soup_res['out'] == out and e.soup_res['kept'] == info['kept'] and len(info['ingredients']) == 2
+    # the output names the bundle and soup.json, and compares the soup with the best trial on valid and test
+    shown, m, best = e.soup_out.value, info['metric'], info['ingredients'][0]
+    assert str(out) in shown and str(out/'soup.json') in shown and f"best trial ({info['best']})" in shown
+    for split in ('valid', 'test'): assert f"{split} {info['soup'][split][m]:.4g} vs {best[split][m]:.4g}" in shown
+    assert shown.count('<tr') == 4 and 'trials/0000' in shown and 'trials/0001' in shown  # header, 2 trials, the soup
+    assert not e.soup_btn.disabled
+    e.top_k.value = 1  # only the best trial: the soup is that trial
+    e.soup_btn.click()
+    assert [g['trial'] for g in e.soup_res['ingredients']] == [info['best']] and 'greedy soup of 1 of 1 trials' in e.soup_out.value
+
+
+def test_explorer_soup_errors():
+    e = SweepExplorer(SWEEP)  # the fixture's trials kept their metrics but no model bundles
+    e.soup_btn.click()
+    assert e.soup_res is None and isinstance(e.soup_error, ValueError) and not e.soup_btn.disabled
+    assert 'ValueError' in e.soup_out.value and 'no finished trials' in e.soup_out.value and '\n' not in e.soup_out.value
+    assert not (SWEEP/'soup').exists()
+    assert SweepExplorer(read_runs(SWEEP)).soup_btn.disabled  # a DataFrame has no trials' weights to average

@@ -5,28 +5,16 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-OUT_MD = HERE.parent/'_out'/'reliability.md'
-ROWS = []   # one dict per scenario: scenario, tries, survived, lost, duplicated, max_error_s, note
+ROWS_DIR = HERE.parent/'_out'/'reliability_rows'  # one JSON-lines file per test process; tests/conftest.py prints the table
+ROWS = []   # this process's rows: scenario, tries, survived, lost, duplicated, max_error_s, note
 
 def record_row(scenario:str, tries:int, survived:int, lost:int=0, duplicated:int=0, max_error_s:float|None=None, note:str=''):
     "Add a scenario's row to the table (and assert nothing was lost or duplicated)."
     ROWS.append(dict(scenario=scenario, tries=tries, survived=survived, lost=lost, duplicated=duplicated,
-                     max_error_s=max_error_s, note=note))
+                     max_error_s=max_error_s, note=note, order=os.environ.get('PYTEST_CURRENT_TEST', '').split('::')[0]))
+    ROWS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(ROWS_DIR/f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl", 'a') as f: f.write(json.dumps(ROWS[-1]) + '\n')
     assert lost == 0 and duplicated == 0, ROWS[-1]
-
-def table() -> str:
-    head = '| scenario | tries | survived | lost | duplicated | longest time to a clear error | note |\n|---|---:|---:|---:|---:|---:|---|\n'
-    fmt = lambda v: '-' if v is None else f'{v:.2f} s'
-    return head + ''.join(f"| {r['scenario']} | {r['tries']} | {r['survived']} | {r['lost']} | {r['duplicated']} | "
-                          f"{fmt(r['max_error_s'])} | {r['note']} |\n" for r in ROWS)
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not ROWS: return
-    md = table()
-    OUT_MD.parent.mkdir(exist_ok=True)
-    OUT_MD.write_text('# Reliability suite\n\n' + md)
-    terminalreporter.write_sep('=', 'reliability: what the kit survives')
-    terminalreporter.write(md)
 
 @pytest.fixture
 def record(): return record_row
