@@ -35,11 +35,13 @@ def safe_url(url:str)->str:
 # %% ../nbs/07c_sweep.ipynb #st003c4
 _CONNECT_S = 10  # a database server that does not answer within this many seconds is reported, not waited for
 
+# %% ../nbs/07c_sweep.ipynb #st003c4-1
 def _connect_args(url:str)->dict:
     "Driver options: SQLite waits 60 s for a lock; PostgreSQL and MySQL give up connecting after `_CONNECT_S`"
     if url.startswith('sqlite'): return {'timeout': 60}
     return {'connect_timeout': _CONNECT_S} if url.startswith(('postgresql', 'mysql')) else {}
 
+# %% ../nbs/07c_sweep.ipynb #st003c4-2
 def _reason(e:BaseException)->str:
     "The database driver's own words for error `e` (behind SQLAlchemy's and Optuna's wrappers), on one line"
     if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__: e = e.__cause__
@@ -138,6 +140,7 @@ def _sizes_to_try(model_name:str, sizes:list)->list[int]:
     from finetune_kit.training import auto_img_size
     return list(dict.fromkeys(auto_img_size(model_name, default_device())[0] if s == 'auto' else int(s) for s in sizes))
 
+# %% ../nbs/07c_sweep.ipynb #rn0042b-1
 def check_models(spec:SweepSpec)->pd.DataFrame:
     "Build every model of the sweep and run one batch at each image size: one row per (model, size)"
     kw = {k: spec.fixed[k] for k in ('pretrained', 'pretrained_path') if k in spec.fixed}
@@ -378,6 +381,22 @@ def _grid_left(spec:SweepSpec, trials:list)->int:
              if 'status' in t.user_attrs or t.state in (TrialState.RUNNING, TrialState.WAITING)}
     return len(set(range(size(spec))) - taken)
 
+# %% ../nbs/07c_sweep.ipynb #rn0051a1
+@patch
+def _heartbeat_first(self:LocalSweep, trial_id:int):
+    "A trial's first heartbeat, and the mark that it had one (Optuna finds lost trials only by their heartbeats)"
+    self.study._storage.record_heartbeat(trial_id)
+    self.study._storage.set_trial_system_attr(trial_id, 'heartbeat', True)
+
+# %% ../nbs/07c_sweep.ipynb #rn0051a2
+@patch
+def _adopt_orphans(self:LocalSweep):
+    "Start the heartbeat of running trials that never had one (their controller died between `ask` and the heartbeat), so they are found lost and retried"
+    import datetime
+    old = datetime.datetime.now() - datetime.timedelta(seconds=self.grace_s)
+    for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if 'heartbeat' not in t.system_attrs and t.datetime_start and t.datetime_start < old: self._heartbeat_first(t._trial_id)
+
 # %% ../nbs/07c_sweep.ipynb #rn0051b
 _WAIT = 'wait'
 
@@ -385,14 +404,15 @@ _WAIT = 'wait'
 def claim(self:LocalSweep):
     "Under the folder's lock (and the study's, across machines): a new trial, `None` once the sweep is done, else 'wait'"
     with self.locked(), (self.server_lock or nullcontext)(), quiet_optuna():
-        if time.time() - self.db_failed_at > self.grace_s: optuna.storages.fail_stale_trials(self.study)
+        if time.time() - self.db_failed_at > self.grace_s:
+            self._adopt_orphans(); optuna.storages.fail_stale_trials(self.study)
         ts = self.study.get_trials(deepcopy=False)
         n = {s: sum(t.state == s for t in ts) for s in TrialState}
         done, running, left = n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING], _grid_left(self.spec, ts)
         if done >= self.count or (not left and not running): return None
         if not (done + running < self.count and (left or n[TrialState.WAITING])): return _WAIT
         trial = self.study.ask()
-        self.study._storage.record_heartbeat(trial._trial_id)   # from now on a lost trial is found, and retried
+        self._heartbeat_first(trial._trial_id)   # from now on a lost trial is found, and retried
         return trial
 
 # %% ../nbs/07c_sweep.ipynb #rn0051b2

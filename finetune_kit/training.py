@@ -24,129 +24,19 @@ from .data import get_dls, check_data, _user_level, test_dl
 from .models import pretrained_size
 from .learner import timm_learner, layer_lrs, WeightEMA, FlipTTA
 from . import plots
+from .distributed import init_distrib, teardown_distrib, is_main, on_main, main_first, all_finite, ddp_ctx, unwrap
 
 # %% auto #0
-__all__ = ['CPU_IMG_SIZE', 'MIN_IMG_SIZE', 'MIN_STEPS', 'CPU_MAX_BATCH', 'GPU_MAX_BATCH', 'NanGuard', 'RunLog', 'save_weights',
-           'EpochLine', 'image_side', 'auto_img_size', 'auto_batch_size', 'probe_batch_size', 'resolve_sizes',
-           'build_learner', 'fit_phases', 'bundle_info', 'extra_metrics', 'finish_run', 'Result', 'run_dir', 'train']
-
-# %% ../nbs/06_train.ipynb #0010
-class NanGuard(Callback):
-    "Stop the fit at the first non-finite training loss and remember it."
-    order = -5
-    failed = False
-    def after_loss(self):
-        if not torch.isfinite(self.learn.loss).all():
-            self.failed = True
-            raise CancelFitException()
-
-# %% ../nbs/06_train.ipynb #0011
-class RunLog(Callback):
-    "Append per-epoch rows to `history.csv`, keep the best weights, and checkpoint for `--resume`."
-    order = 70  # after the Recorder has the epoch's metrics
-    def __init__(self, out:Path, phase:str='', epoch0:int=0, best:float=math.inf):
-        self.out, self.phase, self.epoch0, self.best = Path(out), phase, epoch0, best
-    def before_epoch(self): self.ran = False
-    def after_validate(self): self.ran = True
-    def after_epoch(self):
-        if not self.ran: return  # an epoch skipped by `start_epoch` on resume
-        vals = {n: _num(v) for n,v in zip(self.recorder.metric_names, self.recorder.log) if n not in ('epoch', 'time')}
-        row = dict(phase=self.phase, epoch=self.epoch0 + self.epoch + 1, **vals,
-                   lr=self.opt.hypers[-1]['lr'], time_s=time.time() - self.recorder.start_epoch)
-        hist = self.out/'history.csv'
-        pd.DataFrame([row]).to_csv(hist, mode='a', header=not hist.exists(), index=False)
-        if row.get('valid_loss') is not None and row['valid_loss'] < self.best:
-            self.best = row['valid_loss']
-            save_weights(_saved_model(self.learn), self.out/'model'/'model.safetensors')  # the EMA's when on
-        self._checkpoint(row['epoch'])
-
-# %% ../nbs/06_train.ipynb #rl0011a
-def _replace_synced(tmp:Path, path:Path):
-    "Flush the fully written `tmp` to disk (fsync), rename it to `path`, and flush the rename."
-    with open(tmp, 'rb+') as f: os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try: fd = os.open(Path(path).parent, os.O_RDONLY)
-    except OSError: return  # a folder that can't be opened (Windows): the rename is still atomic
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
-def _write_atomic(path:Path, data:str|bytes):
-    "Write `data` to `path` so that a kill at any moment leaves the old file or the new one, never half of one."
-    path = Path(path); tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    _replace_synced(tmp, path)
-
-# %% ../nbs/06_train.ipynb #rl0011b
-def _rng_state(learn)->dict:
-    "Every random state a resumed run needs to go on as if never stopped: Python's, NumPy's, torch's, the loaders' shuffles."
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return dict(python=_plain(random.getstate()), numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                loaders=[_plain(dl.rng.getstate()) for dl in learn.dls.loaders])
-
-def _set_rng_state(learn, s:dict):
-    "Put back the random states `_rng_state` saved (plain lists and tensors, as `torch.load(weights_only=True)` gives them)."
-    random.setstate((s['python'][0], tuple(s['python'][1]), s['python'][2]))
-    np.random.set_state((s['numpy'][0], s['numpy'][1].numpy().astype(np.uint32), *s['numpy'][2:]))
-    torch.set_rng_state(s['torch'])
-    if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
-    for dl, st in zip(learn.dls.loaders, s['loaders']): dl.rng.setstate((st[0], tuple(st[1]), st[2]))
-
-# %% ../nbs/06_train.ipynb #0012
-def _num(v):
-    "A float, or None for values that aren't numbers."
-    try: return float(v)
-    except (TypeError, ValueError): return None
-
-def _saved_model(learn)->torch.nn.Module:
-    "The model a run keeps: the weight EMA's when one is on, else the learner's."
-    ema = getattr(learn, 'weight_ema', None)
-    return ema.avg.module if ema is not None and ema.avg is not None else learn.model
-
-def _ema_state(learn)->dict:
-    "The weight EMA's checkpoint entry, if a `WeightEMA` is on."
-    ema = getattr(learn, 'weight_ema', None)
-    return {'ema': ema.state()} if ema is not None and ema.avg is not None else {}
-
-@patch_to(RunLog)
-def _checkpoint(self, epoch:int):
-    "Save model, optimizer and random states and where we are, atomically; other keys of `state.json` (extensions) are kept."
-    ck = self.out/'checkpoint'; ck.mkdir(exist_ok=True)
-    torch.save({'model': self.learn.model.state_dict(), 'opt': _plain(self.learn.opt.state_dict()), 'rng': _rng_state(self.learn), **_ema_state(self.learn)}, ck/'last.tmp')
-    _replace_synced(ck/'last.tmp', ck/'last.pth')
-    old = json.loads((ck/'state.json').read_text()) if (ck/'state.json').exists() else {}
-    _write_atomic(ck/'state.json', json.dumps({**old, **dict(phase=self.phase, epoch=self.epoch + 1, done=epoch, best=self.best)}))
-
-# %% ../nbs/06_train.ipynb #0013
-def _plain(o):
-    "Containers as plain lists and dicts (fastcore's `L` included), so `torch.load(weights_only=True)` accepts them."
-    if isinstance(o, dict): return {k: _plain(v) for k,v in o.items()}
-    if isinstance(o, (list, tuple)) or type(o).__name__ == 'L': return [_plain(v) for v in o]
-    return o.item() if isinstance(o, np.generic) else o
-
-# %% ../nbs/06_train.ipynb #0014
-def save_weights(model:torch.nn.Module, path:Path):
-    "Write `model`'s weights as safetensors, atomically (temporary file, fsync, rename)."
-    from safetensors.torch import save_file
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().contiguous().cpu() for k,v in model.state_dict().items()}
-    save_file(sd, str(path.with_suffix('.tmp'))); _replace_synced(path.with_suffix('.tmp'), path)
-
-# %% ../nbs/06_train.ipynb #0016
-class EpochLine(Callback):
-    "Print one line per epoch: phase, epoch, losses and metrics."
-    order = 71
-    def __init__(self, phase:str='', total:int=0, epoch0:int=0): self.phase, self.total, self.epoch0 = phase, total, epoch0
-    def after_epoch(self):
-        if not getattr(self.learn.run_log, 'ran', True): return
-        vals = [f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}"
-                for n,v in zip(self.recorder.metric_names[1:], self.recorder.log[1:])]
-        print(f"[{self.phase}] epoch {self.epoch0 + self.epoch + 1}/{self.total}  " + '  '.join(vals), flush=True)
+__all__ = ['CPU_IMG_SIZE', 'MIN_IMG_SIZE', 'MIN_STEPS', 'CPU_MAX_BATCH', 'GPU_MAX_BATCH', 'image_side', 'auto_img_size',
+           'auto_batch_size', 'probe_batch_size', 'resolve_sizes', 'build_learner', 'NanGuard', 'save_weights',
+           'RunLog', 'EpochLine', 'fit_phases', 'bundle_info', 'extra_metrics', 'finish_run', 'Result', 'run_dir',
+           'train']
 
 # %% ../nbs/06_train.ipynb #sz01
 CPU_IMG_SIZE = 128  # `img_size: auto` on a CPU (bench/bench_defaults.py --sizes)
 MIN_IMG_SIZE = 64   # small images are upscaled to this, never further
 
+# %% ../nbs/06_train.ipynb #sz01-1
 def image_side(sizes:dict)->int|None:
     "The median shorter side of the images, from a data report's commonest `(width, height): count` sizes."
     sides = sorted((min(w, h), n) for (w, h), n in (sizes or {}).items())
@@ -173,6 +63,7 @@ MIN_STEPS = 16      # optimizer steps a run needs for its one-cycle schedule (be
 CPU_MAX_BATCH = 64  # the largest automatic batch on a CPU
 GPU_MAX_BATCH = 512 # the largest batch the GPU probe tries
 
+# %% ../nbs/06_train.ipynb #sz06-1
 def _steps(n:int, bs:int, epochs:int)->int: return n // bs * epochs  # fastai drops the last partial training batch
 
 # %% ../nbs/06_train.ipynb #sz07
@@ -248,6 +139,124 @@ def build_learner(cfg:TrainConfig, progress:bool=True):
                         pool=cfg.pool, drop_rate=cfg.drop_rate, label_smoothing=cfg.label_smoothing,
                         channels_last=cfg.channels_last, mixed_precision=cfg.mixed_precision)
 
+# %% ../nbs/06_train.ipynb #0010
+class NanGuard(Callback):
+    "Stop the fit at the first non-finite training loss and remember it."
+    order = -5
+    failed = False
+    def after_loss(self):
+        if not all_finite(self.learn.loss):  # on every rank of a DDP run, so that all stop together
+            self.failed = True
+            raise CancelFitException()
+
+# %% ../nbs/06_train.ipynb #rl0011a
+def _replace_synced(tmp:Path, path:Path):
+    "Flush the fully written `tmp` to disk (fsync), rename it to `path`, and flush the rename."
+    with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try: fd = os.open(Path(path).parent, os.O_RDONLY)
+    except OSError: return  # a folder that can't be opened (Windows): the rename is still atomic
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+# %% ../nbs/06_train.ipynb #rl0011a-1
+def _write_atomic(path:Path, data:str|bytes):
+    "Write `data` to `path` so that a kill at any moment leaves the old file or the new one, never half of one."
+    path = Path(path); tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    _replace_synced(tmp, path)
+
+# %% ../nbs/06_train.ipynb #0014
+def save_weights(model:torch.nn.Module, path:Path):
+    "Write `model`'s weights as safetensors, atomically (temporary file, fsync, rename)."
+    from safetensors.torch import save_file
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k,v in model.state_dict().items()}
+    save_file(sd, str(path.with_suffix('.tmp'))); _replace_synced(path.with_suffix('.tmp'), path)
+
+# %% ../nbs/06_train.ipynb #0013
+def _plain(o):
+    "Containers as plain lists and dicts (fastcore's `L` included), so `torch.load(weights_only=True)` accepts them."
+    if isinstance(o, dict): return {k: _plain(v) for k,v in o.items()}
+    if isinstance(o, (list, tuple)) or type(o).__name__ == 'L': return [_plain(v) for v in o]
+    return o.item() if isinstance(o, np.generic) else o
+
+# %% ../nbs/06_train.ipynb #rl0011b
+def _rng_state(learn)->dict:
+    "Every random state a resumed run needs to go on as if never stopped: Python's, NumPy's, torch's, the loaders' shuffles."
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(python=_plain(random.getstate()), numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                loaders=[_plain(dl.rng.getstate()) for dl in learn.dls.loaders])
+
+# %% ../nbs/06_train.ipynb #rl0011b-1
+def _set_rng_state(learn, s:dict):
+    "Put back the random states `_rng_state` saved (plain lists and tensors, as `torch.load(weights_only=True)` gives them)."
+    random.setstate((s['python'][0], tuple(s['python'][1]), s['python'][2]))
+    np.random.set_state((s['numpy'][0], s['numpy'][1].numpy().astype(np.uint32), *s['numpy'][2:]))
+    torch.set_rng_state(s['torch'])
+    if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+    for dl, st in zip(learn.dls.loaders, s['loaders']): dl.rng.setstate((st[0], tuple(st[1]), st[2]))
+
+# %% ../nbs/06_train.ipynb #0012
+def _num(v):
+    "A float, or None for values that aren't numbers."
+    try: return float(v)
+    except (TypeError, ValueError): return None
+
+# %% ../nbs/06_train.ipynb #0012-1
+def _saved_model(learn)->torch.nn.Module:
+    "The model a run keeps: the weight EMA's when one is on, else the learner's."
+    ema = getattr(learn, 'weight_ema', None)
+    return ema.avg.module if ema is not None and ema.avg is not None else unwrap(learn.model)
+
+# %% ../nbs/06_train.ipynb #0012-2
+def _ema_state(learn)->dict:
+    "The weight EMA's checkpoint entry, if a `WeightEMA` is on."
+    ema = getattr(learn, 'weight_ema', None)
+    return {'ema': ema.state()} if ema is not None and ema.avg is not None else {}
+
+# %% ../nbs/06_train.ipynb #0011
+class RunLog(Callback):
+    "Append per-epoch rows to `history.csv`, keep the best weights, and checkpoint for `--resume`."
+    order = 70  # after the Recorder has the epoch's metrics
+    def __init__(self, out:Path, phase:str='', epoch0:int=0, best:float=math.inf):
+        self.out, self.phase, self.epoch0, self.best = Path(out), phase, epoch0, best
+    def before_epoch(self): self.ran = False
+    def after_validate(self): self.ran = True
+    def after_epoch(self):
+        if not self.ran or not is_main(): return  # an epoch skipped by `start_epoch` on resume; a DDP run's rank 0 writes
+        vals = {n: _num(v) for n,v in zip(self.recorder.metric_names, self.recorder.log) if n not in ('epoch', 'time')}
+        row = dict(phase=self.phase, epoch=self.epoch0 + self.epoch + 1, **vals,
+                   lr=self.opt.hypers[-1]['lr'], time_s=time.time() - self.recorder.start_epoch)
+        hist = self.out/'history.csv'
+        pd.DataFrame([row]).to_csv(hist, mode='a', header=not hist.exists(), index=False)
+        if row.get('valid_loss') is not None and row['valid_loss'] < self.best:
+            self.best = row['valid_loss']
+            save_weights(_saved_model(self.learn), self.out/'model'/'model.safetensors')  # the EMA's when on
+        self._checkpoint(row['epoch'])
+
+# %% ../nbs/06_train.ipynb #0012-3
+@patch_to(RunLog)
+def _checkpoint(self, epoch:int):
+    "Save model, optimizer and random states and where we are, atomically; other keys of `state.json` (extensions) are kept."
+    ck = self.out/'checkpoint'; ck.mkdir(exist_ok=True)
+    torch.save({'model': unwrap(self.learn.model).state_dict(), 'opt': _plain(self.learn.opt.state_dict()), 'rng': _rng_state(self.learn), **_ema_state(self.learn)}, ck/'last.tmp')
+    _replace_synced(ck/'last.tmp', ck/'last.pth')
+    old = json.loads((ck/'state.json').read_text()) if (ck/'state.json').exists() else {}
+    _write_atomic(ck/'state.json', json.dumps({**old, **dict(phase=self.phase, epoch=self.epoch + 1, done=epoch, best=self.best)}))
+
+# %% ../nbs/06_train.ipynb #0016
+class EpochLine(Callback):
+    "Print one line per epoch: phase, epoch, losses and metrics."
+    order = 71
+    def __init__(self, phase:str='', total:int=0, epoch0:int=0): self.phase, self.total, self.epoch0 = phase, total, epoch0
+    def after_epoch(self):
+        if not getattr(getattr(self.learn, 'run_log', None), 'ran', True): return  # an epoch `RunLog` skipped on resume
+        vals = [f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}"
+                for n,v in zip(self.recorder.metric_names[1:], self.recorder.log[1:])]
+        print(f"[{self.phase}] epoch {self.epoch0 + self.epoch + 1}/{self.total}  " + '  '.join(vals), flush=True)
+
 # %% ../nbs/06_train.ipynb #001a
 def _phases(cfg:TrainConfig, lr:float, extensions:list=(), lrs=None)->list[tuple]:
     "(phase, epochs, lr, epochs before this phase, freeze?) for the run, extensions (new one-cycles) last; `lrs`: the unfrozen rates."
@@ -255,6 +264,16 @@ def _phases(cfg:TrainConfig, lr:float, extensions:list=(), lrs=None)->list[tuple
     ps = [('frozen', cfg.freeze_epochs, lr, 0, True)] if cfg.freeze_epochs else []
     ps += [('unfrozen', unfrozen, lrs, cfg.freeze_epochs, False)] if unfrozen else []
     return ps + [(e['phase'], e['epochs'], lrs, e['after_epoch'], False) for e in extensions]
+
+# %% ../nbs/06_train.ipynb #001b-1
+def _restore(learn, out:Path, ema:WeightEMA|None=None, new_phase:bool=False):
+    "Load the last checkpoint's model, optimizer and random states into `learn` (and the weight average into `ema`); a `new_phase` starts with a clear optimizer state, as `freeze`/`unfreeze` leave it."
+    ck = torch.load(Path(out)/'checkpoint'/'last.pth', map_location=learn.dls.device, weights_only=True)
+    learn.model.load_state_dict(ck['model'])
+    learn.opt.load_state_dict(ck['opt'])
+    if new_phase: learn.opt.clear_state()
+    if ema is not None and 'ema' in ck: ema.load(ck['ema'], learn.model)
+    if 'rng' in ck: _set_rng_state(learn, ck['rng'])  # checkpoints written before random states were saved have none
 
 # %% ../nbs/06_train.ipynb #001b
 def fit_phases(learn, cfg:TrainConfig, lr:float, out:Path, resume:dict|None=None, verbose:bool=True):
@@ -276,21 +295,13 @@ def fit_phases(learn, cfg:TrainConfig, lr:float, out:Path, resume:dict|None=None
         best = log.best
         if learn.nan_guard.failed: break
 
-def _restore(learn, out:Path, ema:WeightEMA|None=None, new_phase:bool=False):
-    "Load the last checkpoint's model, optimizer and random states into `learn` (and the weight average into `ema`); a `new_phase` starts with a clear optimizer state, as `freeze`/`unfreeze` leave it."
-    ck = torch.load(Path(out)/'checkpoint'/'last.pth', map_location=learn.dls.device, weights_only=True)
-    learn.model.load_state_dict(ck['model'])
-    learn.opt.load_state_dict(ck['opt'])
-    if new_phase: learn.opt.clear_state()
-    if ema is not None and 'ema' in ck: ema.load(ck['ema'], learn.model)
-    if 'rng' in ck: _set_rng_state(learn, ck['rng'])  # checkpoints written before random states were saved have none
-
 # %% ../nbs/06_train.ipynb #001d
 def _versions()->dict:
     import fastai, timm, finetune_kit
     return dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__,
                 timm=timm.__version__, finetune_kit=finetune_kit.__version__)
 
+# %% ../nbs/06_train.ipynb #001d-1
 def _hardware(learn)->dict:
     dev = learn.dls.device or torch.device('cpu')
     return dict(device=str(dev), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
@@ -324,6 +335,7 @@ def _eval_outputs(learn, out:Path, task:str):
     fig.suptitle('predicted / actual\nloss / probability', y=1, va='bottom')  # the key to the titles
     _save(fig, out/'top_losses.png')
 
+# %% ../nbs/06_train.ipynb #001f-1
 def _save(fig, path):
     "Save a figure as PNG and free it."
     import matplotlib.pyplot as plt
@@ -334,6 +346,7 @@ def _metric_names(learn)->list[str]:
     "What `learn.validate()` returns: 'valid_loss' and the metrics' names (known before any fit, unlike the Recorder's)."
     return ['valid_loss'] + [m.name for m in learn.metrics]
 
+# %% ../nbs/06_train.ipynb #c4c7e0b2-1
 def _last_if_best(out:Path, learn)->dict|None:
     "The last epoch's validation metrics when that epoch was the best one (no second validation pass needed)."
     h = out/'history.csv'
@@ -405,6 +418,7 @@ def run_dir(cfg:TrainConfig)->Path:
         try: out.mkdir(parents=True); return out  # atomic: two runs starting together get two folders
         except FileExistsError: continue
 
+# %% ../nbs/06_train.ipynb #0023-1
 def _pick_lr(learn, cfg:TrainConfig, out:Path)->tuple[float, dict]:
     "`cfg.learning_rate`, or the LR finder's valley when it is 'auto'."
     if cfg.learning_rate != 'auto': return cfg.learning_rate, {}
@@ -421,6 +435,7 @@ def _as_dict(cfg)->dict:
     if isinstance(cfg, (str, Path)): return load_yaml(Path(cfg).read_text(), str(cfg)) or {}
     return dict(cfg)
 
+# %% ../nbs/06_train.ipynb #0024-1
 def _as_config(cfg, overrides:dict)->TrainConfig: return TrainConfig.from_dict({**_as_dict(cfg), **overrides})
 
 # %% ../nbs/06_train.ipynb #c4c7e0c1
@@ -428,6 +443,7 @@ def _epochs_done(out:Path)->int:
     h = out/'history.csv'
     return len(pd.read_csv(h)) if h.exists() else 0
 
+# %% ../nbs/06_train.ipynb #c4c7e0c1-1
 def _final_status(learn, cfg:TrainConfig, done:int)->str:
     "'failed: nan loss', 'stopped: N/M epochs' when a callback cancelled the fit early, else 'completed'."
     if learn.nan_guard.failed: return 'failed: nan loss'
@@ -439,11 +455,13 @@ _KIT_FILES = ('config.yaml', 'history.csv', 'metrics.json', 'model', 'checkpoint
               'loss.png', 'confusion_matrix.png', 'top_losses.png', 'lr_find.png')
 _SWEEP_FILES = ('trial.yaml', 'log.txt')  # a sweep writes these into a trial's folder, then trains there
 
+# %% ../nbs/06_train.ipynb #c4c7e0d3-1
 def _run_status(out:Path)->str|None:
     "The status in `out/metrics.json`; None for a run that never finished."
     m = Path(out)/'metrics.json'
     return json.loads(m.read_text()).get('status') if m.exists() else None
 
+# %% ../nbs/06_train.ipynb #c4c7e0d3-2
 def _describe(out:Path)->str:
     "A run folder in a few words: its status and the epochs it logged."
     n = _epochs_done(out)
@@ -533,7 +551,7 @@ def _setup(learn, cfg:TrainConfig, out:Path, verbose:bool):
     lines = verbose and not IN_NOTEBOOK and not sys.stdout.isatty()
     if lines or not verbose: learn.remove_cb(ProgressCallback); learn.logger = noop  # no raw log lists either
     if cfg.early_stop_patience: learn.add_cb(EarlyStoppingCallback(patience=cfg.early_stop_patience))
-    if cfg.tracking != 'wandb': return None, lines
+    if cfg.tracking != 'wandb' or not is_main(): return None, lines  # one W&B run: rank 0's
     from finetune_kit.tracking import start_tracking, WandbTracker
     session = start_tracking(asdict(cfg), out, project=cfg.wandb_project, group=cfg.wandb_group, name=out.name)
     if session: learn.add_cb(WandbTracker())
@@ -547,25 +565,28 @@ def train(cfg:TrainConfig|dict|str|None=None, # a config, a dict of keys, or a Y
           cbs:list|None=None, # extra fastai callbacks for the whole run
           **overrides)->Result: # config keys overriding `cfg`
     "Fine-tune `cfg.model_name` on `cfg.data`, writing everything to the run folder."
-    given = {**_as_dict(cfg), **overrides}
-    cfg, state = _start(TrainConfig.from_dict(given), given, resume, overwrite)
+    given, world = {**_as_dict(cfg), **overrides}, init_distrib()  # the launcher's process group, if torchrun started us
+    verbose = verbose and is_main()
+    cfg, state = on_main(_start, TrainConfig.from_dict(given), given, resume, overwrite)  # rank 0 checks `out`, every rank gets its answer
     set_seed(cfg.seed)
     t_setup = time.time()
-    cfg, sizes = resolve_sizes(cfg, progress=verbose)  # 'auto' image and batch sizes, for this data and device
-    learn = build_learner(cfg, progress=verbose)  # bad data or model names fail here, before a run folder exists
+    cfg, sizes = on_main(resolve_sizes, cfg, progress=verbose)  # 'auto' image and batch sizes, for this data and device
+    learn = main_first(build_learner, cfg, progress=verbose)  # bad data or model names fail here, before a run folder exists
     t_setup = time.time() - t_setup  # data check, loading and the model
-    out = run_dir(cfg)
-    if state is None: _clear(out); cfg.to_yaml(out/'config.yaml', notes=sizes)  # a new run, or one killed before its first checkpoint
+    out = on_main(run_dir, cfg)
+    if state is None and is_main(): _clear(out); cfg.to_yaml(out/'config.yaml', notes=sizes)  # a new run, or one killed before its first checkpoint
     session, lines = _setup(learn, cfg, out, verbose)
     if cbs: learn.add_cbs(cbs)
-    lr, extra = _pick_lr(learn, cfg, out)
+    lr, extra = on_main(_pick_lr, learn, cfg, out)
     if getattr(learn.dls.device, 'type', None) == 'cuda': torch.cuda.reset_peak_memory_stats(learn.dls.device)
-    t0, done0 = time.time(), _epochs_done(out)
-    fit_phases(learn, cfg, lr, out, resume=state, verbose=lines)
-    fit_time, status = time.time() - t0, _final_status(learn, cfg, _epochs_done(out))
+    t0, done0, extra['world_size'] = time.time(), _epochs_done(out), world
+    failed = lambda why: finish_run(learn, cfg, out, f'failed: {why}', time.time() - t0, 0, extra)  # a rank died: rank 0 says so
+    with ddp_ctx(learn, on_fail=failed): fit_phases(learn, cfg, lr, out, resume=state, verbose=lines)
+    fit_time, status = time.time() - t0, on_main(lambda: _final_status(learn, cfg, _epochs_done(out)))
     n_seen = (_epochs_done(out) - done0) * len(learn.dls.train) * learn.dls.bs
     extra.update(learning_rate_used=lr, setup_time_s=t_setup, img_size=cfg.img_size, batch_size=cfg.batch_size, auto_sizes=sizes, **{k: v for k, v in (state or {}).items() if k == 'extensions'})
-    metrics = finish_run(learn, cfg, out, status, fit_time, n_seen, extra)
+    metrics = on_main(finish_run, learn, cfg, out, status, fit_time, n_seen, extra)
+    teardown_distrib()
     sync = None
     if session is not None:
         from finetune_kit.tracking import finish_tracking

@@ -776,3 +776,17 @@ def test_real_cli_sweep(tmp_path, tiny_data):
     bad = _yaml(tmp_path, GOOD.replace('valid_loss', 'val_loss').replace('[16, 32]', '[0, 32]'), 'bad.yaml')
     r = subprocess.run(cli + [str(bad), '--count', '2', '--out', str(tmp_path/'bad')], capture_output=True, text=True)
     assert r.returncode != 0 and 'has 2 problems' in r.stderr and 'line 2: metric.name' in r.stderr and 'Traceback' not in r.stderr
+
+def test_orphan_of_a_controller_killed_after_ask_is_retried(tmp_path, fake):
+    "A trial left running with no heartbeat (its controller died right after `study.ask()`) is retried, not waited for forever"
+    s = {'method': 'random', 'name': 'orphan', 'parameters': {'learning_rate': {'distribution': 'log_uniform_values', 'min': 1e-4, 'max': 1e-2},
+                                                 'epochs': {'value': 1}}}
+    kw = dict(yaml_path=s, count=2, out=str(tmp_path/'sw'), trainer_cmd=fake, preflight_check=False, heartbeat_s=1)
+    sweep(**{**kw, 'count': 1})
+    _study(tmp_path/'sw', 'orphan').ask()  # the controller that asked for this trial died before its first heartbeat
+    p = _sweep_process(**kw)
+    try: rc = p.wait(90)
+    except subprocess.TimeoutExpired: p.kill(); pytest.fail('the sweep waited for the orphaned trial instead of retrying it')
+    assert rc == 0, p.stdout.read()[-2000:]
+    r = _results(tmp_path/'sw')
+    assert (r.state == 'COMPLETE').sum() == 2 and r[r.retry_of == 1].state.tolist() == ['COMPLETE'], r
