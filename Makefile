@@ -47,14 +47,19 @@ check-export: export
 	@test -z "$$(git status --porcelain --untracked-files=all -- finetune_kit | grep -v __pycache__)" || (git status --short -- finetune_kit; echo "nbdev-export created files that are not committed" && exit 1)
 
 # notebooks whose outputs are deterministic run in tests/test_notebooks.py instead, which also compares their outputs
-NBTEST_SKIP := ^([_.]|00_config|08_analysis|09_plots|04_fastai_timm)
-# two at a time: each notebook writes only its own run folders, and much of a notebook's time is start-up and waiting
-NBTEST_WORKERS ?= 2
+NBTEST_SKIP := [_.]|00_config|08_analysis|09_plots|04_fastai_timm
+# Two lanes, one torch thread each (each notebook writes only its own run folders): the longest notebooks
+# (`--timing`: about 390 s together) beside all the others (about 390 s), so neither lane waits for the other.
+NBTEST_LONG := 03_best_model|06_train|01_cpu|05a_distributed
+NBTEST := OMP_NUM_THREADS=1 $(BIN)/nbdev-test --flags slow --n-workers 1 --do-print --timing
 nbtest: $(VENV)/.dev-deps
-	$(if $(filter 1,$(NBTEST_WORKERS)),,OMP_NUM_THREADS=1) $(BIN)/nbdev-test --flags slow --n-workers $(NBTEST_WORKERS) --do-print --timing --skip-file-re '$(NBTEST_SKIP)'
+	@$(NBTEST) --file-re '^($(NBTEST_LONG))' & long=$$!; \
+	$(NBTEST) --skip-file-re '^($(NBTEST_SKIP)|$(NBTEST_LONG))'; rest=$$?; \
+	wait $$long; long=$$?; test $$rest = 0 -a $$long = 0
 
 # pytest-xdist, a test file per worker (module fixtures such as trained runs are built once); PYTEST_WORKERS=0: one process
-PYTEST_WORKERS ?= 2
+# a third process fills the cores while the others wait on subprocesses and servers
+PYTEST_WORKERS ?= 3
 pytest: $(VENV)/.dev-deps
 	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) --durations 25
 

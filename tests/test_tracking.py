@@ -173,7 +173,11 @@ def test_login_and_reachable_goes_online(monkeypatch):
 def test_refused_online_run_falls_back_to_offline(monkeypatch, tmp_path):
     monkeypatch.delenv('WANDB_MODE')
     monkeypatch.setenv('WANDB_API_KEY', FAKE_KEY[:40])
-    srv = http.server.HTTPServer(('127.0.0.1', 0), http.server.BaseHTTPRequestHandler)  # not a W&B server
+    class Refuse(http.server.BaseHTTPRequestHandler):  # a server that refuses the key, as W&B's does a wrong one
+        def _no(self): self.send_response(401); self.send_header('Content-Length', '0'); self.end_headers()
+        do_GET = do_POST = _no
+        def log_message(self, *a): pass
+    srv = http.server.HTTPServer(('127.0.0.1', 0), Refuse)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv('WANDB_BASE_URL', f'http://127.0.0.1:{srv.server_port}')
