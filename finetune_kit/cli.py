@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #0003
 from __future__ import annotations
-import sys, json, argparse, dataclasses, difflib, inspect, re, warnings
+import os, sys, json, argparse, dataclasses, difflib, inspect, re, warnings
 from pathlib import Path
 from fastcore.docments import docments
 from . import __version__
@@ -189,7 +189,8 @@ def _quiet_libraries():
 
 # %% ../nbs/11_cli.ipynb #0013c2
 def _fail(msg:str, code:int=2)->int:
-    print(f"finetune-kit: error: {msg}", file=sys.stderr)
+    "Say `msg` in one line on stderr; under a launcher only rank 0 says it (every rank holds the same error)."
+    if os.environ.get('RANK', '0') == '0': print(f"finetune-kit: error: {msg}", file=sys.stderr)
     return code
 
 # %% ../nbs/11_cli.ipynb #0013b

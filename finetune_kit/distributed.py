@@ -153,7 +153,7 @@ class PeerLost(RuntimeError): "The launcher stopped this process because another
 def _peer_lost(signum, frame): raise PeerLost('the launcher stopped this process after another process of the run failed')
 
 # %% ../nbs/05a_distributed.ipynb #bfb3008a-2
-def _reason(e:BaseException)->str:
+def _failure_line(e:BaseException)->str:
     "An error in one line: its type and the last line of its message (fastai prefixes the callback and event)."
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     msg = re.sub(r'^\[[^\]]*\] ', '', lines[-1] if lines else '').split('. ')[0]  # gloo's source location and advice off
@@ -171,8 +171,8 @@ def ddp_ctx(learn, on_fail=None):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # record the failure before the launcher's SIGKILL
         _detach(learn, cb)
         if is_main() and on_fail is not None:
-            with alone(): on_fail(_reason(e))
-        raise RuntimeError(f"rank {rank()} of {world_size()}: {_reason(e)}") from e
+            with alone(): on_fail(_failure_line(e))
+        raise RuntimeError(f"rank {rank()} of {world_size()}: {_failure_line(e)}") from e
     finally: signal.signal(signal.SIGTERM, old); _detach(learn, cb)
 
 # %% ../nbs/05a_distributed.ipynb #9c1d0087

@@ -104,3 +104,9 @@ def test_a_killed_rank_fails_the_run_and_resume_finishes_it(digits, tmp_path):
     h, m = pd.read_csv(out/'history.csv'), json.loads((out/'metrics.json').read_text())
     assert list(h.epoch) == [1, 2, 3, 4] and m['status'] == 'completed' and m['world_size'] == 2
     assert log.count('[unfrozen] epoch 4/4') == 1 and '[unfrozen] epoch 1/4' not in log  # resumed; rank 0 prints
+
+def test_a_bad_input_is_said_once(tmp_path):
+    "Every rank refuses a bad --data; the one-line error appears once (rank 0's), not once per process."
+    p = torchrun('--no-python', BIN/'finetune-kit', 'train', '--data', tmp_path/'no-such-folder', '--out', tmp_path/'run', cwd=tmp_path)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode != 0 and out.count('finetune-kit: error:') == 1 and 'no-such-folder' in out, out[-3000:]
