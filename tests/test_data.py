@@ -545,3 +545,16 @@ def test_full_size_jpegs_decoded_by_torchvision(tmp_path, kit_cache, monkeypatch
     assert 1 < full < 17 and len(calls) == full    # every full-size JPEG, the truncated one too (torchvision refuses it)
     assert [(Path(p).name, r.split(':')[0]) for p, r in dls.data_report.bad] == [('cut.jpg', 'corrupt or truncated')]
     for dl in (dls.train, dls.valid): assert_same_images(dl.xs, reference_images(dl))   # PIL's pixels, decoded faster
+
+def test_loading_images_leaves_torch_random_state_alone(folder, tmp_path, monkeypatch):
+    """Decoding the images (no disk cache yet) and reading them from the cache draw no torch random numbers, so a seeded
+    run starts from the same weights either way (a decoding DataLoader drew its seed from torch's generator)"""
+    monkeypatch.setenv('FINETUNE_KIT_CACHE', str(tmp_path/'cache'))
+    check_data(folder, progress=False)   # as `train`'s size check does: the checked files are cached, the images not yet
+    expected = torch.Generator().manual_seed(0)
+    expected = torch.rand(3, generator=expected).tolist()
+    for how in ('decoded', 'from the disk cache'):
+        torch.manual_seed(0)
+        dls = get_dls(folder, img_size=16, batch_size=8, num_workers=0, cache=True, progress=False)
+        assert dls.train.xs is not None and torch.rand(3).tolist() == expected, how
+    assert list((tmp_path/'cache'/'images').glob('*.npy'))   # the second pass did read the cache

@@ -790,3 +790,61 @@ def test_orphan_of_a_controller_killed_after_ask_is_retried(tmp_path, fake):
     assert rc == 0, p.stdout.read()[-2000:]
     r = _results(tmp_path/'sw')
     assert (r.state == 'COMPLETE').sum() == 2 and r[r.retry_of == 1].state.tolist() == ['COMPLETE'], r
+
+# --- trials forked from the pre-imported trainer ------------------------------------------------------------------
+
+def _cfg(tiny_data, **kw):
+    return {**{k: v['value'] for k, v in _real(tiny_data)['parameters'].items()}, **kw}
+
+@pytest.mark.slow
+def test_a_forked_trial_trains_as_a_new_process_does(tmp_path, tiny_data, monkeypatch):
+    "The trainer's trial is forked from the pre-imported trainer and gives what a new process gives, to the bit"
+    import finetune_kit.sweep as sw
+    cfg = _cfg(tiny_data, epochs=2)
+    forked, spawned = sw.launch_trial(cfg, tmp_path/'forked'), sw.spawn_trial(cfg, tmp_path/'spawned')
+    assert isinstance(forked, sw.ForkedTrial) and isinstance(spawned, subprocess.Popen)
+    assert forked.wait(300) == 0 and spawned.wait(300) == 0, (tmp_path/'forked'/'log.txt').read_text()[-2000:]
+    m = [json.loads((tmp_path/d/'metrics.json').read_text()) for d in ('forked', 'spawned')]
+    assert m[0]['status'] == 'completed' and m[0]['valid_loss'] == m[1]['valid_loss'] and m[0]['error_rate'] == m[1]['error_rate']
+    h = [pd.read_csv(tmp_path/d/'history.csv') for d in ('forked', 'spawned')]
+    assert h[0].train_loss.tolist() == h[1].train_loss.tolist() and len(h[0]) == 2
+    assert 'epoch' in (tmp_path/'forked'/'log.txt').read_text()          # its output went to its own log
+    # the environment changed since the zygote started: it starts again with the new one (no trial of it runs)
+    monkeypatch.setenv('FINETUNE_KIT_TEST_MARK', '1')
+    p = sw.launch_trial({**cfg, 'data': str(tmp_path/'none')}, tmp_path/'again')
+    assert isinstance(p, sw.ForkedTrial) and p.wait(60) == 2 and sw._zygote['z'].env['FINETUNE_KIT_TEST_MARK'] == '1'
+    assert 'is neither a dataset name' in (tmp_path/'again'/'log.txt').read_text()
+    zygote = sw._zygote['z'].proc
+    sw.release_forks()
+    assert sw._zygote['z'] is None and zygote.returncode == 0   # ended, its memory back
+
+def test_which_trials_fork(monkeypatch):
+    "Another trainer, a GPU, or a changed environment while a forked trial runs: the trial is spawned instead"
+    import finetune_kit.sweep as sw
+    monkeypatch.setattr(sw, 'visible_gpus', lambda: [])
+    assert sw.can_fork() and sw.can_fork(sw.TRAIN_CMD, {'CUDA_VISIBLE_DEVICES': ''})
+    assert not sw.can_fork([sys.executable, 'fake_trainer.py']) and not sw.can_fork(env={'CUDA_VISIBLE_DEVICES': '1'})
+    monkeypatch.setattr(sw, 'visible_gpus', lambda: ['0'])
+    assert not sw.can_fork()
+    monkeypatch.setattr(sw, 'visible_gpus', lambda: [])
+    class Old:   # a zygote started with another environment
+        env, threads, busy = {'OTHER': 'environment'}, 1, True
+        def running(self): return self.busy
+    monkeypatch.setitem(sw._zygote, 'z', Old())
+    assert not sw.can_fork()            # its trial still runs: spawn
+    Old.busy = False
+    assert sw.can_fork()                # none runs: it will be started again
+
+@pytest.mark.slow
+def test_a_killed_sweep_takes_its_forked_trials_with_it(tmp_path, tiny_data):
+    "SIGKILL the sweep's process mid-trial: the forked trial and the zygote die with it (no orphans)"
+    code = ("import json, sys, time, pathlib; from finetune_kit.sweep import launch_trial, _zygote\n"
+            "p = launch_trial(json.loads(sys.argv[1]), pathlib.Path(sys.argv[2]))\n"
+            "print(type(p).__name__, p.pid, _zygote['z'].proc.pid, flush=True); time.sleep(600)")
+    ctrl = subprocess.Popen([sys.executable, '-c', code, json.dumps(_cfg(tiny_data, epochs=200)), str(tmp_path/'t')],
+                            stdout=subprocess.PIPE, text=True)
+    kind, trial, server = ctrl.stdout.readline().split()
+    _wait_for(lambda: (tmp_path/'t'/'history.csv').exists(), 120)   # training
+    ctrl.kill(); ctrl.wait()
+    assert kind == 'ForkedTrial'
+    _wait_for(lambda: not _alive(int(trial)) and not _alive(int(server)), 20)
