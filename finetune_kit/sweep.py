@@ -416,7 +416,7 @@ def fork(self:Zygote, args:dict)->int:
     with self.cond:
         self.n += 1; n = self.n
         self.proc.stdin.write(json.dumps({'id': n, 'args': args}) + '\n'); self.proc.stdin.flush()
-        if not self.cond.wait_for(lambda: n in self.started or self.proc.poll() is not None, 60) or n not in self.started:
+        if not self.cond.wait_for(lambda: n in self.started or self.proc.poll() is not None, 300) or n not in self.started:
             raise RuntimeError(f"the trial zygote did not fork a trial (exit code {self.proc.poll()})")
         return self.started.pop(n)
 
@@ -448,7 +448,7 @@ class ForkedTrial:
 
 # %% ../nbs/07c_sweep.ipynb #fk0009
 def release_forks():
-    "End the zygote (and give back its memory, about 0.6 GB) unless a trial it forked still runs"
+    "End the zygote (and give back its memory: 0.9 GB resident here, shared with its children) unless a trial it forked still runs"
     with _FORK_LOCK:
         if (z := _zygote['z']) is None or z.running(): return
         z.proc.stdin.close(); z.proc.wait(); _zygote['z'] = None
@@ -473,7 +473,8 @@ def launch_trial(cfg:dict, trial_dir:Path, cmd=None, threads:int=1, env:dict|Non
     (trial_dir/'trial.yaml').write_text(yaml.safe_dump(cfg, sort_keys=False))
     (trial_dir/'log.txt').write_text('')
     argv = [*_TRAINER[3:], '--config', str(trial_dir/'trial.yaml'), '--out', str(trial_dir)]
-    return fork_trial(argv, _trial_environ(env, threads), trial_dir/'log.txt', threads)
+    try: return fork_trial(argv, _trial_environ(env, threads), trial_dir/'log.txt', threads)
+    except (OSError, RuntimeError): return spawn_trial(cfg, trial_dir, cmd, threads, env)   # no zygote: a new process says why
 
 # %% ../nbs/07c_sweep.ipynb #004e
 class SweepStopped(RuntimeError):

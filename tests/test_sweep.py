@@ -848,3 +848,20 @@ def test_a_killed_sweep_takes_its_forked_trials_with_it(tmp_path, tiny_data):
     ctrl.kill(); ctrl.wait()
     assert kind == 'ForkedTrial'
     _wait_for(lambda: not _alive(int(trial)) and not _alive(int(server)), 20)
+
+@pytest.mark.slow
+def test_a_dead_zygote_is_replaced_and_a_failed_fork_spawns(tmp_path, monkeypatch):
+    "The zygote killed (out of memory, say): the next trial starts a new one; a zygote that cannot fork: the trial is spawned"
+    import finetune_kit.sweep as sw
+    bad = {'data': str(tmp_path/'none')}
+    p = sw.launch_trial(bad, tmp_path/'a')
+    assert isinstance(p, sw.ForkedTrial) and p.wait(60) == 2
+    old = sw._zygote['z']; old.proc.kill(); old.proc.wait()
+    p = sw.launch_trial(bad, tmp_path/'b')
+    assert isinstance(p, sw.ForkedTrial) and p.wait(60) == 2 and sw._zygote['z'] is not old
+    def refuse(self, args): raise RuntimeError('the trial zygote did not fork a trial (exit code 1)')
+    monkeypatch.setattr(sw.Zygote, 'fork', refuse)
+    p = sw.launch_trial(bad, tmp_path/'c')
+    assert isinstance(p, subprocess.Popen) and p.wait(60) == 2
+    assert 'is neither a dataset name' in (tmp_path/'c'/'log.txt').read_text()
+    monkeypatch.undo(); sw.release_forks()
