@@ -62,12 +62,20 @@ def unalias(argv:list[str])->list[str]:
         return f'--{k}{eq}{val}' if k else a
     return [one(a) for a in argv]
 
+# %% ../nbs/11_cli.ipynb #early02
+def _early_check(cfg, overrides:dict):
+    "Say a bad config, flag value or data path in one line before torch is imported (`train` checks them again)"
+    from finetune_kit.datasets import DATASETS, resolve_data
+    c = TrainConfig.from_yaml(cfg, **overrides) if cfg else TrainConfig.from_dict(overrides)
+    if not (isinstance(c.data, str) and c.data in DATASETS): resolve_data(c.data)   # a dataset name materialises later
+
 # %% ../nbs/11_cli.ipynb #000a
 def cmd_train(argv:list[str]):
     "finetune-kit train [--config FILE] [--resume] [--overwrite] [--KEY VALUE ...]"
     a = vars(train_parser().parse_args(unalias(argv)))
-    from finetune_kit.training import train
     cfg, resume, overwrite = a.pop('config', None), a.pop('resume', False), a.pop('overwrite', False)
+    _early_check(cfg, a)
+    from finetune_kit.training import train
     res = train(cfg, resume=resume, overwrite=overwrite, **a)
     if res.status != 'completed': raise RuntimeError(f"training {res.status} (see {res.out/'metrics.json'})")
 

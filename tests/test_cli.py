@@ -49,14 +49,18 @@ def test_version():
     r = run_cli('--version')
     assert r.returncode == 0 and r.stdout.strip() == f'finetune-kit {__version__}'
 
-def test_help_and_flag_errors_do_not_import_torch():
+def test_help_and_flag_errors_do_not_import_torch(tmp_path):
+    "--help, a mistyped flag, a bad value, a missing data path or config file: said before torch is imported"
     code = ("import sys\nfrom finetune_kit.cli import main\n"
             "try: main(['train', '--help'])\nexcept SystemExit: pass\n"
             "main(['--help']); main(['train', '--bz', '3'])\n"
-            "print('LOADED', [m for m in ('torch', 'fastai', 'timm') if m in sys.modules])")
+            f"codes = [main(['train', '--data', {str(tmp_path/'none')!r}]), main(['train', '--config', {str(tmp_path/'c.yaml')!r}]),\n"
+            "         main(['train', '--epochs', '0', '--freeze_epochs', '0'])]\n"
+            "print('LOADED', [m for m in ('torch', 'fastai', 'timm') if m in sys.modules], codes)")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
-    assert 'LOADED []' in r.stdout, r.stdout[-500:] + r.stderr[-500:]
+    assert 'LOADED [] [2, 2, 2]' in r.stdout, r.stdout[-500:] + r.stderr[-500:]
     assert 'did you mean --bs' in r.stderr or 'did you mean --batch_size' in r.stderr
+    assert "none' is neither a dataset name" in r.stderr and "c.yaml' not found" in r.stderr and 'need at least one epoch' in r.stderr
 
 def test_check_data_flags_come_from_its_signature():
     h = run_cli('check-data', '--help').stdout
