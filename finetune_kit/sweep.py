@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/sweep.html.md"""
 
 # %% ../nbs/07c_sweep.ipynb #0002
 from __future__ import annotations
-import csv, hashlib, inspect, json, math, multiprocessing, os, queue, re, shlex, signal, socket, subprocess, sys, threading, time
+import csv, hashlib, inspect, json, math, os, queue, re, shlex, signal, socket, subprocess, sys, threading, time
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, asdict
 from functools import partial
@@ -325,11 +325,6 @@ def _env_now()->dict:
     "This process's environment as the zygote compares it (pytest's per-test variable left out)"
     return {k: v for k,v in os.environ.items() if k != 'PYTEST_CURRENT_TEST'}
 
-# %% ../nbs/07c_sweep.ipynb #fk0003
-def _forked_running()->bool:
-    "Whether a trial forked by this process's zygote is still running"
-    return _zygote['z'] is not None and _zygote['z'].running()
-
 # %% ../nbs/07c_sweep.ipynb #fk0004
 def can_fork(cmd=None, env:dict|None=None, threads:int=1)->bool:
     "Whether a trial running `cmd` with `env` added to its environment and `threads` threads can start as a fork of the pre-imported trainer"
@@ -356,7 +351,7 @@ def _forked_main(argv:list, env:dict, log:str, threads:int):
 # %% ../nbs/07c_sweep.ipynb #fk0007b
 def _die_with_parent(ppid:int):
     "Ask Linux to SIGKILL this process when its parent ends; exit now if `ppid` has ended already"
-    import ctypes, signal
+    import ctypes
     with suppress(AttributeError): ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     if os.getppid() != ppid: os._exit(1)
 
@@ -439,8 +434,11 @@ class ForkedTrial:
     @property
     def returncode(self)->int|None: return self.zygote.returncode(self.pid)
     def poll(self)->int|None: return self.returncode
-    def terminate(self): self.poll() is None and os.kill(self.pid, signal.SIGTERM)
-    def kill(self): self.poll() is None and os.kill(self.pid, signal.SIGKILL)
+    def send_signal(self, sig:int):
+        if self.poll() is None:
+            with suppress(ProcessLookupError): os.kill(self.pid, sig)   # it may have ended since
+    def terminate(self): self.send_signal(signal.SIGTERM)
+    def kill(self): self.send_signal(signal.SIGKILL)
     def wait(self, timeout:float|None=None)->int:
         with self.zygote.cond:
             if not self.zygote.cond.wait_for(lambda: self.poll() is not None, timeout): raise subprocess.TimeoutExpired(f'trial {self.pid}', timeout)
