@@ -369,7 +369,7 @@ def _zygote_main(ppid:int, report_fd:int):
             while (w := os.waitpid(-1, os.WNOHANG))[0]: report.write(f'exit {w[0]} {os.waitstatus_to_exitcode(w[1])}\n')
     while True:
         if select.select([0], [], [], 0.1)[0]:
-            if not (data := os.read(0, 1 << 16)): return      # the sweep closed the pipe, or ended
+            if not (data := os.read(0, 1 << 16)): os._exit(0)   # the sweep closed the pipe, or ended (no slow teardown of torch)
             *lines, buf = (buf + data).split(b'\n')
             for line in lines:
                 job, me = json.loads(line), os.getpid()
@@ -445,11 +445,15 @@ class ForkedTrial:
         return self.returncode
 
 # %% ../nbs/07c_sweep.ipynb #fk0009
-def release_forks():
-    "End the zygote (and give back its memory: 0.9 GB resident here, shared with its children) unless a trial it forked still runs"
+_IDLE_S = 60   # a sweep's zygote waits this long for the next sweep of this process (notebook cells, tests) before it ends
+
+def release_forks(after:float=0):
+    "End the zygote (and give back its memory: 0.9 GB resident here, shared with its children) unless a trial it forked still runs; with `after`, that many seconds from now unless it forked again"
+    if after and (z := _zygote['z']) is not None:
+        t = threading.Timer(after, lambda n=z.n: _zygote['z'] is z and z.n == n and release_forks()); t.daemon = True; t.start(); return
     with _FORK_LOCK:
         if (z := _zygote['z']) is None or z.running(): return
-        z.proc.stdin.close(); z.proc.wait(); _zygote['z'] = None
+        z.proc.stdin.close(); _zygote['z'] = None   # it exits at once; its reader thread reaps it
 
 # %% ../nbs/07c_sweep.ipynb #fk0010
 def fork_trial(argv:list, env:dict, log:Path, threads:int=1)->ForkedTrial:
@@ -850,7 +854,7 @@ def run_local(spec:SweepSpec, count:int, out:Path, *, workers:int, gpus:list|Non
         if not _connection_lost(e): raise
         raise RuntimeError(f"lost the sweep's storage {safe_url(storage) if storage else out/'study.db'} for over {_DB_RETRY_S} s ({_reason(e)}): "
                            "run the same command again to resume") from None
-    finally: release_forks()
+    finally: release_forks(after=_IDLE_S)
     with sw.locked():  # atomically, as `record` does: a reader never sees half a file
         sw.db(results_table, sw.study).to_csv(out/'.results.csv', index=False); os.replace(out/'.results.csv', out/'results.csv')
 
@@ -890,7 +894,7 @@ def run_wandb(spec:SweepSpec, count:int, out:Path, *, workers:int, gpus:list|Non
     (out/'wandb_sweep_id.txt').write_text(sweep_id)
     cmd = tuple(trainer_cmd or TRAIN_CMD)
     try: wandb.agent(sweep_id, function=lambda: _wandb_trial(spec, out, cmd, trial_threads(workers)), count=count)
-    finally: release_forks()
+    finally: release_forks(after=_IDLE_S)
 
 # %% ../nbs/07c_sweep.ipynb #rn0066e
 @dataclass(frozen=True)

@@ -732,14 +732,15 @@ def test_real_hyperband_prunes(tmp_path, tiny_data):
 @pytest.mark.slow
 def test_real_kill_and_resume(tmp_path, tiny_data):
     "Real trials: SIGKILL mid-trial and rerun: exactly `count` completed trials, the lost one retried once"
+    # 20 tiny epochs (a few seconds): a forked trial has no imports to spend, so the kill must land mid-training
     s = {**_real(tiny_data, learning_rate={'distribution': 'log_uniform_values', 'min': 1e-3, 'max': 1e-2},
-                 epochs={'value': 2}), 'method': 'random', 'name': 'real-kr'}
+                 epochs={'value': 20}), 'method': 'random', 'name': 'real-kr'}
     kw = dict(yaml_path=s, count=2, out=str(tmp_path/'sw'), preflight_check=False, heartbeat_s=1)
     p = _sweep_process(**kw)
     t1 = tmp_path/'sw'/'trials'/'0001'
-    _wait_for(lambda: (t1/'log.txt').exists() and (tmp_path/'sw'/'results.csv').exists(), 300)
-    time.sleep(1)
+    _wait_for(lambda: (t1/'history.csv').exists() and (tmp_path/'sw'/'results.csv').exists(), 300)   # trial 1 is training
     p.send_signal(signal.SIGKILL); p.wait()
+    assert not (t1/'metrics.json').exists()   # killed before its end
     sweep(**kw)
     r = _results(tmp_path/'sw')
     assert (r.state == 'COMPLETE').sum() == 2 and list(r[r.state == 'FAIL'].number) == [1]
@@ -816,7 +817,7 @@ def test_a_forked_trial_trains_as_a_new_process_does(tmp_path, tiny_data, monkey
     assert 'is neither a dataset name' in (tmp_path/'again'/'log.txt').read_text()
     zygote = sw._zygote['z'].proc
     sw.release_forks()
-    assert sw._zygote['z'] is None and zygote.returncode == 0   # ended, its memory back
+    assert sw._zygote['z'] is None and zygote.wait(10) == 0   # ended, its memory back
 
 def test_which_trials_fork(monkeypatch):
     "Another trainer, a GPU, or a changed environment while a forked trial runs: the trial is spawned instead"
@@ -851,12 +852,16 @@ def test_a_killed_sweep_takes_its_forked_trials_with_it(tmp_path, tiny_data):
 
 @pytest.mark.slow
 def test_a_dead_zygote_is_replaced_and_a_failed_fork_spawns(tmp_path, monkeypatch):
-    "The zygote killed (out of memory, say): the next trial starts a new one; a zygote that cannot fork: the trial is spawned"
+    "A zygote outlives its sweep briefly for the next one; killed (out of memory, say), the next trial starts a new one; one that cannot fork: the trial is spawned"
     import finetune_kit.sweep as sw
     bad = {'data': str(tmp_path/'none')}
     p = sw.launch_trial(bad, tmp_path/'a')
     assert isinstance(p, sw.ForkedTrial) and p.wait(60) == 2
-    old = sw._zygote['z']; old.proc.kill(); old.proc.wait()
+    old = sw._zygote['z']
+    sw.release_forks(after=0.5)                          # as a sweep ends: the zygote waits for the next sweep
+    assert sw.launch_trial(bad, tmp_path/'a2').wait(60) == 2 and sw._zygote['z'] is old
+    time.sleep(1.5); assert sw._zygote['z'] is old       # it forked again meanwhile: still there
+    old.proc.kill(); old.proc.wait()
     p = sw.launch_trial(bad, tmp_path/'b')
     assert isinstance(p, sw.ForkedTrial) and p.wait(60) == 2 and sw._zygote['z'] is not old
     def refuse(self, args): raise RuntimeError('the trial zygote did not fork a trial (exit code 1)')
@@ -864,4 +869,6 @@ def test_a_dead_zygote_is_replaced_and_a_failed_fork_spawns(tmp_path, monkeypatc
     p = sw.launch_trial(bad, tmp_path/'c')
     assert isinstance(p, subprocess.Popen) and p.wait(60) == 2
     assert 'is neither a dataset name' in (tmp_path/'c'/'log.txt').read_text()
-    monkeypatch.undo(); sw.release_forks()
+    monkeypatch.undo()
+    sw.release_forks(after=0.3); time.sleep(1.5)
+    assert sw._zygote['z'] is None                       # idle past the delay: ended
