@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/sweep.html.md"""
 
 # %% ../nbs/07c_sweep.ipynb #0002
 from __future__ import annotations
-import csv, hashlib, inspect, json, math, os, queue, re, shlex, signal, socket, subprocess, sys, threading, time
+import csv, hashlib, inspect, json, math, os, queue, re, shlex, signal, socket, subprocess, sys, threading, time, traceback
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, asdict
 from functools import partial
@@ -355,32 +355,32 @@ def _die_with_parent(ppid:int):
     with suppress(AttributeError): ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     if os.getppid() != ppid: os._exit(1)
 
+# %% ../nbs/07c_sweep.ipynb #fk0007bb
+def _run_job(args:dict, zygote_pid:int, report)->int:
+    "In a newly forked child of the zygote: run one trial (`_forked_main(**args)`); its exit code"
+    try: report.close(); _die_with_parent(zygote_pid); return _forked_main(**args)
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    except BaseException: traceback.print_exc(); return 1
+    finally: sys.stdout.flush(); sys.stderr.flush()
+
 # %% ../nbs/07c_sweep.ipynb #fk0007c
 def _zygote_main(ppid:int, report_fd:int):
     "The zygote: import what a trial imports, then fork a child per job line on stdin; report pids and exit codes to `report_fd`"
-    import importlib, select, traceback
+    import importlib, select
     _die_with_parent(ppid)
     from finetune_kit.cli import _quiet_libraries; _quiet_libraries()    # a trial quiets them before its imports too
     for m in _PRELOAD:
         with suppress(ImportError): importlib.import_module(m)
-    report, buf = os.fdopen(report_fd, 'w', buffering=1), b''
-    def reap():
-        with suppress(ChildProcessError):
-            while (w := os.waitpid(-1, os.WNOHANG))[0]: report.write(f'exit {w[0]} {os.waitstatus_to_exitcode(w[1])}\n')
+    report, buf, me = os.fdopen(report_fd, 'w', buffering=1), b'', os.getpid()
     while True:
         if select.select([0], [], [], 0.1)[0]:
             if not (data := os.read(0, 1 << 16)): os._exit(0)   # the sweep closed the pipe, or ended (no slow teardown of torch)
             *lines, buf = (buf + data).split(b'\n')
-            for line in lines:
-                job, me = json.loads(line), os.getpid()
-                if (pid := os.fork()) == 0:
-                    rc = 1
-                    try: report.close(); _die_with_parent(me); rc = _forked_main(**job['args'])
-                    except SystemExit as e: rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-                    except BaseException: traceback.print_exc()
-                    finally: sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)
+            for job in map(json.loads, lines):
+                if (pid := os.fork()) == 0: os._exit(_run_job(job['args'], me, report))
                 report.write(f"started {job['id']} {pid}\n")
-        reap()
+        with suppress(ChildProcessError):   # reap the children that ended
+            while (w := os.waitpid(-1, os.WNOHANG))[0]: report.write(f'exit {w[0]} {os.waitstatus_to_exitcode(w[1])}\n')
 
 # %% ../nbs/07c_sweep.ipynb #fk0007d
 class Zygote:
@@ -394,15 +394,18 @@ class Zygote:
         self.codes, self.started, self._pids, self.cond, self.n = {}, {}, set(), threading.Condition(), 0
         threading.Thread(target=self._read, args=(os.fdopen(r),), daemon=True).start()
 
-    def _read(self, f):
-        for line in f:
-            what, a, b = line.split()
-            with self.cond:
-                if what == 'started': self.started[int(a)] = int(b)
-                else: self.codes[int(a)] = int(b)
-                self.cond.notify_all()
-        self.proc.wait()
-        with self.cond: self.cond.notify_all()   # the zygote ended: its children died with it
+# %% ../nbs/07c_sweep.ipynb #fk0007d2
+@patch
+def _read(self:Zygote, f):
+    "Take the zygote's reports ('started JOB PID', 'exit PID CODE') until it ends, waking whoever waits on them"
+    for line in f:
+        what, a, b = line.split()
+        with self.cond:
+            if what == 'started': self.started[int(a)] = int(b)
+            else: self.codes[int(a)] = int(b)
+            self.cond.notify_all()
+    self.proc.wait()
+    with self.cond: self.cond.notify_all()   # the zygote ended: its children died with it
 
 # %% ../nbs/07c_sweep.ipynb #fk0007e
 @patch
